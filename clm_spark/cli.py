@@ -1,0 +1,97 @@
+"""The `clm` command line: parse arguments, load config, call one function in clm_spark."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from clm_spark.errors import ClmError
+
+DEFAULT_CONFIG = "conf/clm.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logs")
+
+    parser = argparse.ArgumentParser(
+        prog="clm",
+        description="clm-spark: customer lifecycle snapshots, RFM segments and transitions on Delta Lake.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", parents=[common], help="ingest + refine + snapshot + transitions + validation for one date"
+    )
+    run.add_argument("--date", required=True, help="snapshot date D (YYYY-MM-DD, UTC)")
+
+    backfill = sub.add_parser(
+        "backfill", parents=[common], help="publish every date from --start to --end in order"
+    )
+    backfill.add_argument("--start", required=True, help="first snapshot date (YYYY-MM-DD)")
+    backfill.add_argument("--end", required=True, help="last snapshot date (YYYY-MM-DD), inclusive")
+
+    gen = sub.add_parser("generate", parents=[common], help="write a synthetic raw lake")
+    gen.add_argument("--out", required=True, help="folder for clickstream/ and orders/")
+    gen.add_argument("--persons", type=int, default=2000, help="number of people (default 2000)")
+    gen.add_argument("--days", type=int, default=30, help="days of activity (default 30)")
+    gen.add_argument("--start", default="2024-01-01", help="first day (default 2024-01-01)")
+    gen.add_argument("--seed", type=int, default=7, help="random seed; same seed gives the same bytes")
+    gen.add_argument(
+        "--bad-rate", type=float, default=0.01, help="share of bad records injected (default 0.01)"
+    )
+
+    demo = sub.add_parser("demo", parents=[common], help="generate data, run several days, print a summary")
+    demo.add_argument("--persons", type=int, default=3000, help="number of people (default 3000)")
+    demo.add_argument("--days", type=int, default=45, help="days of generated activity (default 45)")
+    demo.add_argument("--snapshots", type=int, default=3, help="snapshot dates to publish (default 3)")
+
+    seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
+    seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
+    seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config_path = getattr(args, "config", DEFAULT_CONFIG)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "great_expectations", "deltalake"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _dispatch(args, config_path)
+    except ClmError as exc:
+        print(f"clm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("clm: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config_path: str) -> int:
+    from clm_spark import app
+
+    if args.command == "generate":
+        return app.generate_command(args)
+    if args.command == "segments":
+        return app.segments_check_command(config_path)
+    if args.command == "run":
+        return app.run_command(config_path, args.date)
+    if args.command == "backfill":
+        return app.backfill_command(config_path, args.start, args.end)
+    if args.command == "demo":
+        return app.demo_command(config_path, args)
+    raise ClmError(f"unknown command {args.command}")  # pragma: no cover - argparse guards this
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

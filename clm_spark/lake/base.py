@@ -1,0 +1,180 @@
+"""The lake interface shared by both Delta engines."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from clm_spark.errors import LakeError
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A published table: its place under lake.root, declared schema, partitioning and comment.
+
+    Column comments live in each StructField's metadata under "comment".
+    """
+
+    name: str
+    schema: StructType
+    comment: str
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+@dataclass(frozen=True)
+class Txn:
+    """An idempotency key: a write whose (app_id, version) the table already holds is a no-op."""
+
+    app_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    version: int | None
+    skipped: bool = False
+    files: int = 0
+
+
+@dataclass
+class WriteHooks:
+    """Test seams for fault injection: called with the table name just before the commit."""
+
+    before_commit: Callable[[str], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _sig(schema: StructType) -> list[tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString()) for f in schema.fields]
+
+
+def assert_schema(spec: TableSpec, actual: StructType, what: str = "data") -> None:
+    """Refuse a write whose columns or types differ from the declared schema."""
+    if _sig(actual) != _sig(spec.schema):
+        want, got = dict(_sig(spec.schema)), dict(_sig(actual))
+        diff = sorted(set(want.items()) ^ set(got.items()))
+        raise LakeError(f"{spec.name}: {what} schema differs from the declared schema: {diff[:4]}")
+
+
+def replace_predicate(replace: Mapping[str, Sequence]) -> str:
+    """A SQL predicate over partition columns, e.g. snapshot_date IN ('2024-01-01')."""
+    parts = []
+    for col, values in replace.items():
+        literals = ", ".join(_sql_literal(v) for v in values)
+        parts.append(f"{col} IN ({literals})")
+    return " AND ".join(parts)
+
+
+def partition_value(value) -> str:
+    """How Delta stores a partition value as text."""
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _sql_literal(value) -> str:
+    if isinstance(value, date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Lake(ABC):
+    """Every Delta read and write of clm-spark goes through this interface."""
+
+    engine: str = ""
+
+    def __init__(self, spark: SparkSession, root: str, hooks: WriteHooks | None = None):
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self.hooks = hooks or WriteHooks()
+
+    def path(self, spec: TableSpec | str) -> str:
+        name = spec.name if isinstance(spec, TableSpec) else spec
+        if name.startswith("/") or ".." in name.split("/"):
+            raise LakeError(f"table name {name!r} would escape lake.root")
+        return posixpath.join(self.root, name)
+
+    # -- reads shared by both engines: the Delta log is read with deltalake either way.
+    def _table(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
+        path = self.path(spec)
+        if not DeltaTable.is_deltatable(path):
+            return None
+        return DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+
+    def exists(self, spec: TableSpec) -> bool:
+        return DeltaTable.is_deltatable(self.path(spec))
+
+    def version(self, spec: TableSpec) -> int | None:
+        table = self._table(spec)
+        return None if table is None else table.version()
+
+    def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
+        table = self._table(spec)
+        return None if table is None else table.transaction_version(app_id)
+
+    def history(self, spec: TableSpec) -> list[dict]:
+        table = self._table(spec)
+        return [] if table is None else table.history()
+
+    def commit_metadata(self, spec: TableSpec, version: int) -> dict:
+        """The custom metadata (run id...) stored with one commit."""
+        for entry in self.history(spec):
+            if entry.get("version") == version:
+                meta = entry.get("userMetadata")
+                if isinstance(meta, str):
+                    try:
+                        return json.loads(meta)
+                    except ValueError:
+                        return {"userMetadata": meta}
+                return {k: v for k, v in entry.items() if k.startswith("clm.")}
+        return {}
+
+    def read_or_empty(self, spec: TableSpec, version: int | None = None) -> DataFrame:
+        if not self.exists(spec):
+            return self.spark.createDataFrame([], spec.schema)
+        return self.read(spec, version)
+
+    def _skip(self, spec: TableSpec, txn: Txn | None) -> bool:
+        if txn is None:
+            return False
+        done = self.txn_version(spec, txn.app_id)
+        return done is not None and done >= txn.version
+
+    # -- engine-specific
+    @abstractmethod
+    def create(self, spec: TableSpec) -> None:
+        """Create the table (schema, partitioning, comments) if it does not exist yet."""
+
+    @abstractmethod
+    def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
+        """The current snapshot, or a past version, as a DataFrame with the declared columns."""
+
+    @abstractmethod
+    def append(self, spec: TableSpec, df: DataFrame, *, run_id: str, txn: Txn | None = None) -> WriteResult:
+        """Append rows in one commit."""
+
+    @abstractmethod
+    def overwrite(
+        self,
+        spec: TableSpec,
+        df: DataFrame,
+        *,
+        replace: Mapping[str, Sequence],
+        run_id: str,
+        txn: Txn | None = None,
+    ) -> WriteResult:
+        """Atomically replace the partitions listed in `replace` ({column: values}) with `df`."""

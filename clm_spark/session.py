@@ -1,0 +1,61 @@
+"""Spark session factory: embedded local Spark by default, cluster settings kept under spark-submit."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Settings every clm job needs, whatever the master: UTC days, Parquet readable by any Delta reader.
+REQUIRED_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+}
+# Sensible defaults for an embedded local run; a cluster's own values win.
+LOCAL_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "4g",
+}
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def build_session(app_name: str = "clm-spark", extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """Return the active session, or build one.
+
+    Under spark-submit the master and confs given there are kept; otherwise an embedded
+    `local[*]` session is built. `extra_conf` (config `spark.*`) is applied on top, and
+    `CLM_DELTA_JARS` (comma-separated jar paths) puts the Delta connector on the classpath.
+    """
+    conf = SparkConf()
+    submitted = conf.contains("spark.master")
+    builder = SparkSession.builder.appName(app_name)
+    if not submitted:
+        builder = builder.master("local[*]")
+        for key, value in LOCAL_DEFAULTS.items():
+            if not conf.contains(key):
+                builder = builder.config(key, value)
+    jars = os.environ.get("CLM_DELTA_JARS")
+    if jars:
+        builder = builder.config("spark.jars", jars)
+        for key, value in DELTA_CONF.items():
+            builder = builder.config(key, value)
+    for key, value in {**REQUIRED_CONF, **(extra_conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    for key, value in {**REQUIRED_CONF, **(extra_conf or {})}.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception:  # static confs of an existing session cannot change at runtime
+            log.debug("could not set %s on the running session", key)
+    log.info("spark %s, master %s", spark.version, spark.sparkContext.master)
+    return spark

@@ -1,0 +1,38 @@
+"""One Spark session for the whole test run: local[2], few shuffle partitions, UI off."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from clm_spark.session import build_session
+
+    session = build_session(
+        "clm-spark-tests",
+        {
+            "spark.master": "local[2]",
+            "spark.sql.shuffle.partitions": "4",
+            "spark.default.parallelism": "4",
+            "spark.ui.enabled": "false",
+            "spark.sql.adaptive.enabled": "true",
+        },
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(params=["delta-rs", "delta-spark"])
+def engine(request, spark):
+    from clm_spark.lake import delta_spark_available
+
+    if request.param == "delta-spark" and not delta_spark_available(spark):
+        pytest.skip("Delta JVM connector not on the classpath (set CLM_DELTA_JARS or --packages)")
+    return request.param
