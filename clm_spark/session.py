@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
@@ -40,6 +41,8 @@ def build_session(app_name: str = "clm-spark", extra_conf: dict[str, str] | None
     submitted = conf.contains("spark.master")
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
+        # embedded run: Python workers use this interpreter (and its installed packages)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master("local[*]")
         for key, value in LOCAL_DEFAULTS.items():
             if not conf.contains(key):

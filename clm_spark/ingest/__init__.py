@@ -1,0 +1,1 @@
+"""Raw lake generation, raw → bronze ingestion and bronze → silver refinement."""

@@ -1,0 +1,162 @@
+"""Bronze → silver, incremental and exactly once (SPEC §3, §8).
+
+Only bronze batches newer than the last refined one are read. Accepted records are de-duplicated
+by key (first delivery wins: batch, then file path, then line) against each other and against
+silver rows of earlier batches; every silver write carries the idempotency key
+(clm.refine.<table>, last bronze batch), so a retry after a crash repeats nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from clm_spark.config import Config
+from clm_spark.ingest.parse import parse_events, parse_orders, redact_emails
+from clm_spark.lake import Lake, TableSpec, Txn
+from clm_spark.tables import (
+    BRONZE_CLICKSTREAM,
+    BRONZE_ORDERS,
+    SILVER_EVENTS,
+    SILVER_IDENTITY,
+    SILVER_ORDERS,
+    SILVER_QUARANTINE,
+)
+
+log = logging.getLogger(__name__)
+FIRST_DELIVERY = ("_batch_id", "_source_file", "_line")
+
+
+@dataclass(frozen=True)
+class FeedCounts:
+    """Accounting for one feed in one refine run: delivered = accepted + quarantined + duplicates."""
+
+    feed: str
+    batches: str
+    delivered: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def flag_duplicates(valid: DataFrame, existing_keys: DataFrame, keys: list[str]) -> DataFrame:
+    """Add `is_duplicate`: a later delivery of a key seen earlier in this data or already in silver."""
+    first = Window.partitionBy(*keys).orderBy(*FIRST_DELIVERY)
+    ranked = valid.withColumn("_rank", F.row_number().over(first))
+    seen = existing_keys.select(*keys).distinct().withColumn("_seen", F.lit(True))
+    return (
+        ranked.join(seen, keys, "left")
+        .withColumn("is_duplicate", (F.col("_rank") > 1) | F.col("_seen").isNotNull())
+        .drop("_rank", "_seen")
+    )
+
+
+def quarantine_rows(parsed: DataFrame, feed: str) -> DataFrame:
+    bad = parsed.filter(F.col("reason").isNotNull())
+    return bad.select(
+        F.lit(feed).alias("feed"),
+        "reason",
+        redact_emails(F.col("_raw")).alias("raw_value"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_line").alias("line"),
+        F.col("_batch_id").alias("batch_id"),
+        F.col("_ingested_at").alias("ingested_at"),
+    )
+
+
+def _new_bronze(lake: Lake, bronze: TableSpec, app_id: str) -> tuple[DataFrame, int, int] | None:
+    done = lake.txn_version(SILVER_QUARANTINE, app_id) or 0
+    df = lake.read(bronze).filter(F.col("_batch_id") > done)
+    last = df.agg(F.max("_batch_id")).first()[0]
+    if last is None:
+        return None
+    return df.filter(F.col("_batch_id") <= last), done + 1, int(last)
+
+
+def _refine(
+    lake: Lake,
+    feed: str,
+    bronze_spec: TableSpec,
+    parsed_of,
+    target: TableSpec,
+    keys: list[str],
+    run_id: str,
+    extra_writes=(),
+) -> FeedCounts:
+    app = f"clm.refine.{feed}"
+    for spec in (target, SILVER_QUARANTINE, *[s for s, _ in extra_writes]):
+        lake.create(spec)
+    found = _new_bronze(lake, bronze_spec, app)
+    if found is None:
+        log.info("%s: nothing new to refine", feed)
+        return FeedCounts(feed, "")
+    bronze, first, last = found
+    parsed = parsed_of(bronze)
+    earlier = lake.read(target).filter(F.col("_batch_id") < first)
+    valid = flag_duplicates(parsed.filter(F.col("reason").isNull()), earlier, keys)
+    flagged = parsed.filter(F.col("reason").isNotNull()).withColumn("is_duplicate", F.lit(False))
+    flagged = valid.unionByName(flagged).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        tally = {
+            (r["is_bad"], r["is_duplicate"]): r["n"]
+            for r in flagged.groupBy(F.col("reason").isNotNull().alias("is_bad"), "is_duplicate")
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        }
+        accepted = flagged.filter(F.col("reason").isNull() & ~F.col("is_duplicate"))
+        txn = Txn(app, last)
+        lake.append(target, accepted.select(*target.columns), run_id=run_id, txn=txn)
+        for spec, make in extra_writes:
+            lake.append(spec, make(accepted).select(*spec.columns), run_id=run_id, txn=txn)
+        # quarantine last: its idempotency key marks the batch range as refined
+        lake.append(SILVER_QUARANTINE, quarantine_rows(flagged, feed), run_id=run_id, txn=txn)
+    finally:
+        flagged.unpersist()
+    counts = FeedCounts(
+        feed=feed,
+        batches=f"{first}-{last}",
+        delivered=sum(tally.values()),
+        accepted=tally.get((False, False), 0),
+        quarantined=tally.get((True, False), 0),
+        duplicates=tally.get((False, True), 0),
+    )
+    log.info("%s refined batches %s: %s", feed, counts.batches, counts.as_dict())
+    return counts
+
+
+def identity_links(events: DataFrame) -> DataFrame:
+    """One row per accepted event carrying both an anonymous_id and a customer_id."""
+    both = events.filter(F.col("anonymous_id").isNotNull() & F.col("customer_id").isNotNull())
+    return both.select("anonymous_id", "customer_id", "event_time", "event_id")
+
+
+def refine_clickstream(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
+    return _refine(
+        lake,
+        "clickstream",
+        BRONZE_CLICKSTREAM,
+        lambda b: parse_events(b, cfg.ingest.max_future_days),
+        SILVER_EVENTS,
+        ["event_id"],
+        run_id,
+        extra_writes=[(SILVER_IDENTITY, identity_links)],
+    )
+
+
+def refine_orders(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
+    return _refine(
+        lake,
+        "orders",
+        BRONZE_ORDERS,
+        lambda b: parse_orders(b, cfg.currency.rates, cfg.ingest.max_future_days),
+        SILVER_ORDERS,
+        ["order_id", "updated_at"],
+        run_id,
+    )

@@ -1,0 +1,250 @@
+"""Declared schemas, partitioning and comments of every published table (SPEC §3)."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from clm_spark.lake import TableSpec
+
+MONEY = DecimalType(18, 2)
+
+
+def _c(name: str, dtype: DataType, comment: str) -> StructField:
+    return StructField(name, dtype, True, {"comment": comment})
+
+
+def _schema(*fields: StructField) -> StructType:
+    return StructType(list(fields))
+
+
+_BRONZE = _schema(
+    _c("_raw", StringType(), "the delivered line, verbatim (null for a whole-file record)"),
+    _c("_line", LongType(), "1-based line number in the source file"),
+    _c("_csv_header", StringType(), "header line of the CSV file the record came from (null for JSON)"),
+    _c("_format", StringType(), "json or csv"),
+    _c("_file_error", StringType(), "empty_file or corrupt_file for a whole-file record, else null"),
+    _c("_source_file", StringType(), "path of the file relative to the feed folder"),
+    _c("_ingested_at", TimestampType(), "start of the ingest run (UTC)"),
+    _c("_batch_id", LongType(), "ingest batch number of this feed, increasing"),
+)
+BRONZE_CLICKSTREAM = TableSpec(
+    "bronze/clickstream", _BRONZE, "Raw clickstream lines as delivered; append-only"
+)
+BRONZE_ORDERS = TableSpec("bronze/orders", _BRONZE, "Raw order records as delivered; append-only")
+
+_LINEAGE = (
+    _c("_source_file", StringType(), "file the record was first delivered in"),
+    _c("_line", LongType(), "line of the record in that file"),
+    _c("_batch_id", LongType(), "ingest batch that delivered it"),
+)
+
+SILVER_EVENTS = TableSpec(
+    "silver/events",
+    _schema(
+        _c("event_id", StringType(), "unique event id (first delivery kept)"),
+        _c("event_time", TimestampType(), "when the event happened, UTC"),
+        _c("event_date", DateType(), "UTC date of event_time"),
+        _c(
+            "event_type",
+            StringType(),
+            "page_view, product_view, add_to_cart, checkout_start, email_signup, login...",
+        ),
+        _c("customer_id", StringType(), "customer id when the visitor was logged in"),
+        _c("anonymous_id", StringType(), "device/cookie id"),
+        _c("session_id", StringType(), "session id, when sent"),
+        _c(
+            "email_sha256",
+            StringType(),
+            "sha256 of the lower-cased trimmed email; the raw email stays in bronze",
+        ),
+        _c("has_email", BooleanType(), "true when the event carried a non-empty email"),
+        _c("page_url", StringType(), "page url, when sent"),
+        _c("product_id", StringType(), "product id, when sent"),
+        *_LINEAGE,
+    ),
+    "Typed clickstream events, one row per event_id",
+)
+
+SILVER_ORDERS = TableSpec(
+    "silver/orders",
+    _schema(
+        _c("order_id", StringType(), "order id"),
+        _c("customer_id", StringType(), "customer who placed the order"),
+        _c("order_time", TimestampType(), "when the order was placed, UTC"),
+        _c("order_date", DateType(), "UTC date of order_time"),
+        _c("updated_at", TimestampType(), "when this version of the order was recorded, UTC"),
+        _c("status", StringType(), "placed, completed, cancelled or refunded"),
+        _c("amount", MONEY, "order amount in its own currency"),
+        _c("currency", StringType(), "ISO-4217 currency of amount"),
+        _c("amount_base", MONEY, "amount in the base currency, rounded half-up to 2 places"),
+        *_LINEAGE,
+    ),
+    "Typed order versions, one row per (order_id, updated_at)",
+)
+
+SILVER_IDENTITY = TableSpec(
+    "silver/identity",
+    _schema(
+        _c("anonymous_id", StringType(), "device/cookie id"),
+        _c("customer_id", StringType(), "customer id seen together with it"),
+        _c("event_time", TimestampType(), "time of the event that carried both ids, UTC"),
+        _c("event_id", StringType(), "the event that carried both ids"),
+    ),
+    "Identity links: one row per event carrying both an anonymous_id and a customer_id",
+)
+
+SILVER_QUARANTINE = TableSpec(
+    "silver/quarantine",
+    _schema(
+        _c("feed", StringType(), "clickstream or orders"),
+        _c(
+            "reason",
+            StringType(),
+            "malformed, missing_field, bad_timestamp, negative_amount, bad_amount, "
+            "unknown_currency, unknown_status, empty_file, corrupt_file or clock_error",
+        ),
+        _c("raw_value", StringType(), "the raw record, with anything that looks like an email redacted"),
+        _c("source_file", StringType(), "file the record came from, relative to the feed folder"),
+        _c("line", LongType(), "line number in the file (null for whole-file records)"),
+        _c("batch_id", LongType(), "ingest batch"),
+        _c("ingested_at", TimestampType(), "start of the ingest run, UTC"),
+    ),
+    "Every record that failed parsing or a rule, with the reason",
+)
+
+_SNAPSHOT_DATE = _c("snapshot_date", DateType(), "the as-of date D (UTC end of day)")
+
+CUSTOMER_SNAPSHOT = TableSpec(
+    "gold/customer_snapshot",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("person_id", StringType(), "customer_id, or 'anon:' + anonymous_id for unidentified visitors"),
+        _c("customer_id", StringType(), "customer id when known (null for anonymous visitors)"),
+        _c("is_customer", BooleanType(), "true when the person has a valid order dated <= D"),
+        _c("has_email", BooleanType(), "the person sent an event with a non-empty email up to D"),
+        _c("first_seen_date", DateType(), "earliest event or valid order date"),
+        _c("last_activity_date", DateType(), "latest event or valid order date"),
+        _c("first_order_date", DateType(), "date of the first valid order"),
+        _c("last_order_date", DateType(), "date of the latest valid order"),
+        _c("orders_lifetime", IntegerType(), "valid orders dated <= D"),
+        _c("recency_days", IntegerType(), "D - last_order_date (customers only)"),
+        _c("frequency", IntegerType(), "valid orders dated in (D - lookback_days, D]"),
+        _c("monetary", MONEY, "sum of amount_base of those orders (0.00 when none)"),
+        _c("r_percentile", DoubleType(), "percent_rank of recency among customers (higher = more recent)"),
+        _c("f_percentile", DoubleType(), "percent_rank of frequency among customers"),
+        _c("m_percentile", DoubleType(), "percent_rank of monetary among customers"),
+        _c("r_score", IntegerType(), "min(B, 1 + floor(r_percentile * B))"),
+        _c("f_score", IntegerType(), "min(B, 1 + floor(f_percentile * B))"),
+        _c("m_score", IntegerType(), "min(B, 1 + floor(m_percentile * B))"),
+        _c("rfm_cell", StringType(), "the three scores, e.g. '545'"),
+        _c("segment", StringType(), "lifecycle segment id"),
+        _c("segment_name", StringType(), "lifecycle segment display name"),
+        _c("stage", StringType(), "lifecycle stage: acquire, retain, increase_value, cherish, reactivate"),
+    ),
+    "One row per person in the population of each snapshot date: RFM metrics, scores and segment",
+    ("snapshot_date",),
+)
+
+SEGMENT_TRANSITIONS = TableSpec(
+    "gold/segment_transitions",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("previous_snapshot_date", DateType(), "the latest earlier snapshot date (null on the first)"),
+        _c("person_id", StringType(), "person whose segment changed"),
+        _c("from_segment", StringType(), "segment on the previous date (null = new in the population)"),
+        _c("to_segment", StringType(), "segment on this date (null = left the population)"),
+        _c("from_stage", StringType(), "stage on the previous date"),
+        _c("to_stage", StringType(), "stage on this date"),
+    ),
+    "One row per person whose segment differs from the previous snapshot",
+    ("snapshot_date",),
+)
+
+SEGMENT_TRANSITION_MATRIX = TableSpec(
+    "gold/segment_transition_matrix",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("from_segment", StringType(), "segment on the previous date (null = new)"),
+        _c("to_segment", StringType(), "segment on this date (null = left)"),
+        _c("persons", LongType(), "number of persons moving from -> to (unchanged included)"),
+    ),
+    "Counts of persons per (from, to) segment pair, including unchanged, new and left",
+    ("snapshot_date",),
+)
+
+SEGMENT_SUMMARY = TableSpec(
+    "gold/segment_summary",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("segment", StringType(), "segment id (every configured segment, persons may be 0)"),
+        _c("segment_name", StringType(), "segment display name"),
+        _c("stage", StringType(), "lifecycle stage"),
+        _c("persons", LongType(), "persons in the segment"),
+        _c("share", DoubleType(), "persons / population of the date (0 when empty)"),
+        _c("monetary_total", MONEY, "sum of monetary"),
+        _c("avg_recency_days", DoubleType(), "average recency_days of its customers"),
+        _c("avg_frequency", DoubleType(), "average frequency"),
+        _c("avg_monetary", MONEY, "average monetary, half-up to 2 places"),
+        _c("entered", LongType(), "transitions into the segment (new persons included)"),
+        _c("left", LongType(), "transitions out of the segment (leavers included)"),
+    ),
+    "Per snapshot date and segment: size, share, money and movement; small, for dashboards",
+    ("snapshot_date",),
+)
+
+RFM_CUTPOINTS = TableSpec(
+    "gold/rfm_cutpoints",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("dimension", StringType(), "r, f or m"),
+        _c("score", IntegerType(), "score 1..B"),
+        _c("min_value", DecimalType(18, 2), "lowest metric value that received the score"),
+        _c("max_value", DecimalType(18, 2), "highest metric value that received the score"),
+        _c("customers", LongType(), "customers with the score"),
+        _c("is_degenerate", BooleanType(), "the dimension has fewer distinct scores than bins"),
+    ),
+    "Per snapshot date, RFM dimension and score: the value range it covers and its customers",
+    ("snapshot_date",),
+)
+
+PIPELINE_RUNS = TableSpec(
+    "meta/pipeline_runs",
+    _schema(
+        _c("run_id", StringType(), "unique id of the run; also in every Delta commit it made"),
+        _c("job", StringType(), "run, backfill, ingest..."),
+        _c("snapshot_dates", StringType(), "comma-separated snapshot dates the run published"),
+        _c("started_at", TimestampType(), "start, UTC"),
+        _c("ended_at", TimestampType(), "end, UTC"),
+        _c("status", StringType(), "succeeded, failed or failed_validation"),
+        _c("engine", StringType(), "delta-rs or delta-spark"),
+        _c(
+            "counts_json",
+            StringType(),
+            "per-feed counts: delivered, accepted, quarantined, duplicates; outputs",
+        ),
+        _c("validation", StringType(), "validation outcome summary"),
+        _c("table_versions", StringType(), "JSON of table -> Delta version written"),
+        _c("error", StringType(), "one-line error message when the run failed"),
+    ),
+    "One row per job run, successful or not",
+)
+
+GOLD_TABLES = (
+    CUSTOMER_SNAPSHOT,
+    SEGMENT_TRANSITIONS,
+    SEGMENT_TRANSITION_MATRIX,
+    SEGMENT_SUMMARY,
+    RFM_CUTPOINTS,
+)
