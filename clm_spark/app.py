@@ -3,33 +3,143 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-from clm_spark.config import load_config, parse_date
-from clm_spark.errors import ClmError
+from clm_spark.config import Config, load_config, parse_date
+from clm_spark.errors import ClmError, ConfigError
+from clm_spark.lifecycle.segments import SegmentModel, coverage_grid, load_segments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    cfg: Config
+    model: SegmentModel
+    spark: object
+    lake: object
+
+
+def prepare(config_path: str) -> tuple[Config, SegmentModel]:
+    """Everything that can be checked before a session exists or a byte is written."""
+    cfg = load_config(config_path)
+    model = load_segments(cfg.segments, cfg.rfm.score_bins)
+    return cfg, model
+
+
+def open_context(cfg: Config, model: SegmentModel) -> Context:
+    from clm_spark.lake import open_lake
+    from clm_spark.session import build_session
+
+    spark = build_session("clm-spark", cfg.spark)
+    spark.sparkContext.setLogLevel("WARN")
+    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, cfg.lake.engine))
+
+
+def run_dates(ctx: Context, dates: list[date], job: str) -> dict:
+    """Ingest + refine once, then publish each date in order; always records the run."""
+    from clm_spark.pipeline import Sources, ingest_and_refine, publish_date
+    from clm_spark.runs import RunRecord, new_run_id
+
+    run = RunRecord(new_run_id(job), job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
+    try:
+        counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at)
+        run.counts = {k: v.as_dict() for k, v in counts.items()}
+        sources = Sources.read(ctx.lake)
+        if len(dates) > 1:
+            sources = sources.cache()
+        for d in dates:
+            run.table_versions = publish_date(ctx.spark, ctx.lake, ctx.cfg, ctx.model, d, run.run_id, sources)
+        run.status = "succeeded"
+        return {"run_id": run.run_id, "counts": run.counts, "versions": run.table_versions}
+    except ClmError as exc:
+        run.status, run.error = "failed", str(exc)
+        raise
+    except Exception as exc:
+        run.status, run.error = (
+            "failed",
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        )
+        raise ClmError(f"run {run.run_id} failed: {run.error}") from exc
+    finally:
+        run.write(ctx.lake)
+
+
+def _date_range(start: date, end: date) -> list[date]:
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    raise ClmError("clm generate is not implemented yet")
+    from clm_spark.ingest.generate import generate
+
+    if args.persons < 1 or args.days < 1 or not 0 <= args.bad_rate < 1:
+        raise ConfigError("--persons and --days must be >= 1 and --bad-rate in [0, 1)")
+    stats = generate(
+        args.out, args.persons, args.days, parse_date(args.start, "--start"), args.seed, args.bad_rate
+    )
+    print(
+        f"wrote {stats.event_lines:,} event lines and {stats.order_lines:,} order lines in {stats.files} files "
+        f"to {args.out} in {stats.seconds:.1f}s ({stats.rate:,.0f} lines/s); bad lines injected: {stats.bad_lines:,}"
+    )
+    return 0
 
 
 def segments_check_command(config_path: str) -> int:
-    load_config(config_path)
-    raise ClmError("clm segments check is not implemented yet")
+    cfg, model = prepare(config_path)
+    print(f"{cfg.segments}: {len(model.rules)} segments, {model.score_bins} score bins - OK")
+    coverage_grid(model)
+    return 0
 
 
 def run_command(config_path: str, day: str) -> int:
-    load_config(config_path)
-    parse_date(day)
-    raise ClmError("clm run is not implemented yet")
+    d = parse_date(day)
+    cfg, model = prepare(config_path)
+    result = run_dates(open_context(cfg, model), [d], "run")
+    _print_counts(result)
+    return 0
 
 
 def backfill_command(config_path: str, start: str, end: str) -> int:
-    load_config(config_path)
-    parse_date(start, "--start")
-    parse_date(end, "--end")
-    raise ClmError("clm backfill is not implemented yet")
+    dates = _date_range(parse_date(start, "--start"), parse_date(end, "--end"))
+    cfg, model = prepare(config_path)
+    result = run_dates(open_context(cfg, model), dates, "backfill")
+    _print_counts(result)
+    return 0
+
+
+def _print_counts(result: dict) -> None:
+    print(f"run {result['run_id']} succeeded")
+    for feed, c in result["counts"].items():
+        print(
+            f"  {feed:<11} delivered {c['delivered']:>10,}  accepted {c['accepted']:>10,}  "
+            f"quarantined {c['quarantined']:>8,}  duplicates {c['duplicates']:>8,}"
+        )
 
 
 def demo_command(config_path: str, args: argparse.Namespace) -> int:
-    load_config(config_path)
-    raise ClmError("clm demo is not implemented yet")
+    from clm_spark.ingest.generate import generate
+    from clm_spark.report import print_summary
+
+    cfg, model = prepare(config_path)
+    raw_root = Path(cfg.raw.clickstream).parent
+    if Path(cfg.raw.orders).parent != raw_root or "://" in cfg.raw.clickstream:
+        raise ConfigError("demo needs raw.clickstream and raw.orders as local sibling folders")
+    start = date(2024, 1, 1)
+    if not (raw_root / "clickstream").exists():
+        stats = generate(raw_root, args.persons, args.days, start, seed=7, bad_rate=0.01)
+        print(
+            f"generated {stats.event_lines:,} events and {stats.order_lines:,} order records under {raw_root}"
+        )
+    last = start + timedelta(days=args.days - 1)
+    dates = _date_range(last - timedelta(days=args.snapshots - 1), last)
+    ctx = open_context(cfg, model)
+    result = run_dates(ctx, dates, "demo")
+    _print_counts(result)
+    print_summary(ctx.lake, sys.stdout)
+    return 0

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from clm_spark.config import Config
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders
 from clm_spark.lake import Lake
+from clm_spark.lifecycle.segments import SegmentModel
+from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
+from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
+from clm_spark.tables import (
+    CUSTOMER_SNAPSHOT,
+    RFM_CUTPOINTS,
+    SEGMENT_SUMMARY,
+    SEGMENT_TRANSITION_MATRIX,
+    SEGMENT_TRANSITIONS,
+    SILVER_EVENTS,
+    SILVER_IDENTITY,
+    SILVER_ORDERS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +41,107 @@ def ingest_and_refine(
         "clickstream": refine_clickstream(lake, cfg, run_id),
         "orders": refine_orders(lake, cfg, run_id),
     }
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+@dataclass
+class Sources:
+    """Silver inputs of the snapshot step, read once (and cached by backfills)."""
+
+    events: DataFrame
+    orders: DataFrame
+    identity: DataFrame
+
+    @classmethod
+    def read(cls, lake: Lake) -> Sources:
+        for spec in (SILVER_EVENTS, SILVER_ORDERS, SILVER_IDENTITY):
+            lake.create(spec)
+        events = lake.read(SILVER_EVENTS).select("event_date", "customer_id", "anonymous_id", "has_email")
+        orders = lake.read(SILVER_ORDERS).select(
+            "order_id", "customer_id", "order_date", "updated_at", "status", "amount_base"
+        )
+        identity = lake.read(SILVER_IDENTITY).select("anonymous_id", "customer_id", "event_time")
+        return cls(events, orders, identity)
+
+    def cache(self) -> Sources:
+        return Sources(
+            *(df.persist(StorageLevel.MEMORY_AND_DISK) for df in (self.events, self.orders, self.identity))
+        )
+
+    def release(self) -> None:
+        for df in (self.events, self.orders, self.identity):
+            df.unpersist()
+
+
+def snapshot_params(cfg: Config) -> SnapshotParams:
+    return SnapshotParams(
+        lookback_days=cfg.rfm.lookback_days,
+        active_days=cfg.visitors.active_days,
+        score_bins=cfg.rfm.score_bins,
+        percentile=cfg.rfm.percentile,
+        approx_relative_error=cfg.rfm.approx_relative_error,
+    )
+
+
+def published_dates(lake: Lake) -> list[date]:
+    """Snapshot dates present: those with rows in gold/segment_summary (SPEC §8.13)."""
+    if not lake.exists(SEGMENT_SUMMARY):
+        return []
+    rows = lake.read(SEGMENT_SUMMARY).select("snapshot_date").distinct().collect()
+    return sorted(r[0] for r in rows)
+
+
+def _snapshot_of(lake: Lake, d: date | None) -> DataFrame:
+    empty = lake.spark.createDataFrame([], CUSTOMER_SNAPSHOT.schema)
+    if d is None or not lake.exists(CUSTOMER_SNAPSHOT):
+        return empty
+    return lake.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == F.lit(d))
+
+
+def _movement(spark, current, previous, d, prev_date, model) -> dict:
+    transitions = build_transitions(current, previous, d, prev_date).persist(StorageLevel.MEMORY_AND_DISK)
+    return {
+        SEGMENT_TRANSITIONS: transitions,
+        SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, d),
+        SEGMENT_SUMMARY: build_summary(spark, current, transitions, d, model),
+    }
+
+
+def publish_date(
+    spark: SparkSession, lake: Lake, cfg: Config, model: SegmentModel, d: date, run_id: str, sources: Sources
+) -> dict[str, int | None]:
+    """Compute and publish every gold table for D; recompute the next later date's movement.
+
+    Each table's D partition is replaced atomically; gold/segment_summary is written last, so a
+    date counts as present only once everything else of it is in place.
+    """
+    params = snapshot_params(cfg)
+    current = build_snapshot(sources.events, sources.orders, sources.identity, d, params, model)
+    current = current.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        dates = [x for x in published_dates(lake) if x != d]
+        prev_date = max((x for x in dates if x < d), default=None)
+        next_date = min((x for x in dates if x > d), default=None)
+        outputs = {
+            CUSTOMER_SNAPSHOT: current,
+            RFM_CUTPOINTS: build_cutpoints(current, d, params.score_bins),
+            **_movement(spark, current, _snapshot_of(lake, prev_date), d, prev_date, model),
+        }
+        versions = {}
+        for spec, df in outputs.items():  # dict order: snapshot first, summary last
+            versions[spec.name] = lake.overwrite(
+                spec, df, replace={"snapshot_date": [d]}, run_id=run_id
+            ).version
+        if next_date is not None:
+            nxt = _snapshot_of(lake, next_date).persist(StorageLevel.MEMORY_AND_DISK)
+            for spec, df in _movement(spark, nxt, current, next_date, d, model).items():
+                versions[spec.name] = lake.overwrite(
+                    spec, df, replace={"snapshot_date": [next_date]}, run_id=run_id
+                ).version
+            nxt.unpersist()
+        log.info("published %s (previous %s, next %s)", d, prev_date, next_date)
+        return versions
+    finally:
+        current.unpersist()

@@ -155,7 +155,6 @@ def generate(
     bad_e = bad_o = 0
 
     for d in range(days):
-        day_str = (start + timedelta(days=d)).isoformat()
         active = (first_day <= d) & (d <= last_day)
         # -- orders first: they decide when a buyer becomes identified
         k_orders = rng.poisson(order_rate * season[d]) * active * (kind >= 2)
@@ -184,10 +183,7 @@ def generate(
             obj_ids = np.array(ids, dtype=object)
             for vi, (vtime, vstatus) in enumerate(versions):
                 keep = np.ones(m, bool) if vi == 0 else (fate != 3) if vi == 1 else (fate == 2)
-                if vi == 1:
-                    status = np.where(fate == 1, "cancelled", "completed")
-                else:
-                    status = np.full(m, vstatus)
+                status = np.where(fate == 1, "cancelled", "completed") if vi == 1 else np.full(m, vstatus)
                 status = np.where(rng.random(m) < 0.05, np.char.capitalize(status.astype(str)), status)
                 upd = _iso(vtime, off)
                 arrival = ((vtime - epoch0) // DAY).astype(np.int64)
@@ -214,7 +210,7 @@ def generate(
                 csv_lines = cols[0]
                 for c in cols[1:]:
                     csv_lines = csv_lines + "," + c
-                number = np.array([_plain_amount(a) for a in cols[5].tolist()]) & (
+                number = np.array([_plain_amount(a) for a in cols[5].tolist()], dtype=bool) & (
                     np.arange(arr.size) % 2 == 1
                 )
                 amount_json = np.where(number, cols[5], '"' + cols[5] + '"')

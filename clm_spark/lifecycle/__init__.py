@@ -1,0 +1,1 @@
+"""Lifecycle metrics, RFM scores, segments, transitions and summaries (pure DataFrame transforms)."""
