@@ -1,0 +1,474 @@
+"""Golden scenario for the snapshot of D = 2024-03-31; expected rows worked out by hand (README: Definitions)."""
+
+from __future__ import annotations
+
+import io
+import random
+from contextlib import redirect_stdout
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from clm_spark.lifecycle.segments import load_segments
+from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
+from clm_spark.tables import CUSTOMER_SNAPSHOT
+
+D = date(2024, 3, 31)
+EV = "event_date date, customer_id string, anonymous_id string, has_email boolean"
+OR = "order_id string, customer_id string, order_date date, updated_at timestamp, status string, amount_base decimal(18,2)"
+ID = "anonymous_id string, customer_id string, event_time timestamp"
+
+
+def d(s: str) -> date:
+    return date.fromisoformat(s)
+
+
+def ts(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+EVENTS = [
+    (d("2024-03-15"), None, "a7", True),  # loyal visitor
+    (d("2024-01-01"), None, "a8", False),  # 90 days before D: outside (D-90, D]
+    (d("2024-01-02"), None, "a9", False),  # 89 days before D: an engaged visitor
+    (d("2024-03-01"), None, "a10", True),  # anonymous browsing, later stitched to c10
+    (d("2024-03-05"), "c10", "a10", False),  # login links a10 -> c10
+    (d("2024-03-20"), "c11", "a11", None),  # logged-in visitor without orders
+    (d("2024-03-25"), "c12a", "a12", False),  # two links at the same instant: larger id wins
+    (d("2024-03-25"), "c12b", "a12", False),
+    (d("2024-03-25"), None, "a12", False),
+    (d("2024-04-01"), None, "a13", True),  # after D: invisible
+]
+IDENTITY = [
+    ("a10", "c10", ts("2024-03-05 10:00:00")),
+    ("a11", "c11", ts("2024-03-20 10:00:00")),
+    ("a12", "c12a", ts("2024-03-25 10:00:00")),
+    ("a12", "c12b", ts("2024-03-25 10:00:00")),
+    ("a10", "c99", ts("2024-04-01 10:00:00")),  # after D: ignored
+]
+ORDERS = [
+    ("o1", "c1", d("2024-03-01"), ts("2024-03-01 10:00:00"), "completed", Decimal("100.00")),
+    ("o1x", "c1", d("2024-04-01"), ts("2024-04-01 10:00:00"), "placed", Decimal("999.00")),  # after D
+    ("o2", "c2", d("2024-01-31"), ts("2024-01-31 10:00:00"), "placed", Decimal("50.00")),  # recency 60
+    ("o3", "c3", d("2024-01-30"), ts("2024-01-30 10:00:00"), "completed", Decimal("50.00")),  # recency 61
+    ("o4a", "c4", d("2024-03-31"), ts("2024-03-31 23:59:59"), "placed", Decimal("200.00")),
+    (
+        "o4b",
+        "c4",
+        d("2023-04-01"),
+        ts("2023-04-01 10:00:00"),
+        "completed",
+        Decimal("500.00"),
+    ),  # = D-365: outside
+    ("o5", "c5", d("2024-03-10"), ts("2024-03-10 10:00:00"), "placed", Decimal("10.00")),
+    ("o5", "c5", d("2024-03-10"), ts("2024-03-20 10:00:00"), "cancelled", Decimal("10.00")),  # cancelled <= D
+    ("o6", "c6", d("2024-03-10"), ts("2024-03-10 10:00:00"), "placed", Decimal("74.00")),
+    ("o6", "c6", d("2024-03-10"), ts("2024-04-02 10:00:00"), "refunded", Decimal("74.00")),  # refund after D
+    ("o10", "c10", d("2024-03-05"), ts("2024-03-05 10:05:00"), "completed", Decimal("50.00")),
+]
+_V = (None,) * 5  # visitor: recency, percentiles r f m ... filled below
+EXPECTED = [
+    # person, customer_id, is_cust, email, first_seen, last_act, first_ord, last_ord, life, rec, freq, money,
+    # r_pct, f_pct, m_pct, r, f, m, cell, segment, name, stage
+    (
+        "c1",
+        "c1",
+        True,
+        False,
+        "2024-03-01",
+        "2024-03-01",
+        "2024-03-01",
+        "2024-03-01",
+        1,
+        30,
+        1,
+        "100.00",
+        0.4,
+        0.0,
+        0.8,
+        3,
+        1,
+        5,
+        "315",
+        "first_time_customer",
+        "First-Time Customers",
+        "retain",
+    ),
+    (
+        "c2",
+        "c2",
+        True,
+        False,
+        "2024-01-31",
+        "2024-01-31",
+        "2024-01-31",
+        "2024-01-31",
+        1,
+        60,
+        1,
+        "50.00",
+        0.2,
+        0.0,
+        0.0,
+        2,
+        1,
+        1,
+        "211",
+        "first_time_customer",
+        "First-Time Customers",
+        "retain",
+    ),
+    (
+        "c3",
+        "c3",
+        True,
+        False,
+        "2024-01-30",
+        "2024-01-30",
+        "2024-01-30",
+        "2024-01-30",
+        1,
+        61,
+        1,
+        "50.00",
+        0.0,
+        0.0,
+        0.0,
+        1,
+        1,
+        1,
+        "111",
+        "lost",
+        "Lost",
+        "reactivate",
+    ),
+    (
+        "c4",
+        "c4",
+        True,
+        False,
+        "2023-04-01",
+        "2024-03-31",
+        "2023-04-01",
+        "2024-03-31",
+        2,
+        0,
+        1,
+        "200.00",
+        1.0,
+        0.0,
+        1.0,
+        5,
+        1,
+        5,
+        "515",
+        "promising",
+        "Promising",
+        "increase_value",
+    ),
+    (
+        "c6",
+        "c6",
+        True,
+        False,
+        "2024-03-10",
+        "2024-03-10",
+        "2024-03-10",
+        "2024-03-10",
+        1,
+        21,
+        1,
+        "74.00",
+        0.8,
+        0.0,
+        0.6,
+        5,
+        1,
+        4,
+        "514",
+        "first_time_customer",
+        "First-Time Customers",
+        "retain",
+    ),
+    (
+        "c10",
+        "c10",
+        True,
+        True,
+        "2024-03-01",
+        "2024-03-05",
+        "2024-03-05",
+        "2024-03-05",
+        1,
+        26,
+        1,
+        "50.00",
+        0.6,
+        0.0,
+        0.0,
+        4,
+        1,
+        1,
+        "411",
+        "first_time_customer",
+        "First-Time Customers",
+        "retain",
+    ),
+    (
+        "anon:a7",
+        None,
+        False,
+        True,
+        "2024-03-15",
+        "2024-03-15",
+        None,
+        None,
+        0,
+        None,
+        0,
+        "0.00",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "loyal_visitor",
+        "Loyal Visitors",
+        "acquire",
+    ),
+    (
+        "anon:a9",
+        None,
+        False,
+        False,
+        "2024-01-02",
+        "2024-01-02",
+        None,
+        None,
+        0,
+        None,
+        0,
+        "0.00",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "engaged_visitor",
+        "Engaged Visitors",
+        "acquire",
+    ),
+    (
+        "c11",
+        "c11",
+        False,
+        False,
+        "2024-03-20",
+        "2024-03-20",
+        None,
+        None,
+        0,
+        None,
+        0,
+        "0.00",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "engaged_visitor",
+        "Engaged Visitors",
+        "acquire",
+    ),
+    (
+        "c12a",
+        "c12a",
+        False,
+        False,
+        "2024-03-25",
+        "2024-03-25",
+        None,
+        None,
+        0,
+        None,
+        0,
+        "0.00",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "engaged_visitor",
+        "Engaged Visitors",
+        "acquire",
+    ),
+    (
+        "c12b",
+        "c12b",
+        False,
+        False,
+        "2024-03-25",
+        "2024-03-25",
+        None,
+        None,
+        0,
+        None,
+        0,
+        "0.00",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "engaged_visitor",
+        "Engaged Visitors",
+        "acquire",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_segments("conf/segments.yaml", 5)
+
+
+def _expected(spark):
+    rows = []
+    for r in EXPECTED:
+        r = list(r)
+        for i in (4, 5, 6, 7):
+            r[i] = d(r[i]) if r[i] else None
+        r[11] = Decimal(r[11])
+        rows.append((D, *r))
+    return spark.createDataFrame(rows, CUSTOMER_SNAPSHOT.schema)
+
+
+def _snapshot(spark, model, params=SnapshotParams()):
+    return build_snapshot(
+        spark.createDataFrame(EVENTS, EV),
+        spark.createDataFrame(ORDERS, OR),
+        spark.createDataFrame(IDENTITY, ID),
+        D,
+        params,
+        model,
+    )
+
+
+def test_golden_snapshot_matches_hand_worked_rows(spark, model):
+    assert_df_equality(
+        _snapshot(spark, model),
+        _expected(spark),
+        ignore_row_order=True,
+        ignore_nullable=True,
+        ignore_metadata=True,
+    )
+
+
+def test_snapshot_is_identical_whatever_the_partitioning(spark, model):
+    events = spark.createDataFrame(EVENTS, EV).repartition(7)
+    orders = spark.createDataFrame(ORDERS, OR).repartition(5, "status")
+    identity = spark.createDataFrame(IDENTITY, ID).coalesce(1)
+    again = build_snapshot(events, orders, identity, D, SnapshotParams(), model)
+    assert_df_equality(again, _snapshot(spark, model), ignore_row_order=True, ignore_nullable=True)
+
+
+def test_single_customer_gets_percentile_zero(spark, model):
+    orders = spark.createDataFrame([ORDERS[0]], OR)
+    snap = build_snapshot(
+        spark.createDataFrame([], EV), orders, spark.createDataFrame([], ID), D, SnapshotParams(), model
+    )
+    row = snap.collect()[0]
+    assert (row.r_percentile, row.f_percentile, row.m_percentile, row.rfm_cell) == (0.0, 0.0, 0.0, "111")
+
+
+def _random_orders(spark, n: int, seed: int = 3):
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        for k in range(rnd.choice([1, 1, 2, 3, 5])):
+            day = date.fromordinal(D.toordinal() - rnd.randint(0, 400))
+            amount = Decimal(rnd.choice([10, 20, 35, 50, 1000])) + Decimal(rnd.randint(0, 3)) / 4
+            rows.append(
+                (
+                    f"o{i}-{k}",
+                    f"c{i:05d}",
+                    day,
+                    datetime(day.year, day.month, day.day, 12),
+                    "completed",
+                    amount,
+                )
+            )
+    return spark.createDataFrame(rows, OR)
+
+
+def test_exact_percentiles_equal_sql_percent_rank(spark, model):
+    orders = _random_orders(spark, 1500)
+    snap = build_snapshot(
+        spark.createDataFrame([], EV), orders, spark.createDataFrame([], ID), D, SnapshotParams(), model
+    )
+    cust = snap.filter("is_customer")
+    reference = cust.select(
+        "person_id",
+        F.percent_rank().over(Window.orderBy(F.desc("recency_days"))).alias("r"),
+        F.percent_rank().over(Window.orderBy("frequency")).alias("f"),
+        F.percent_rank().over(Window.orderBy("monetary")).alias("m"),
+    )
+    diff = cust.join(reference, "person_id").filter(
+        (F.col("r") != F.col("r_percentile"))
+        | (F.col("f") != F.col("f_percentile"))
+        | (F.col("m") != F.col("m_percentile"))
+    )
+    assert cust.count() == 1500 and diff.count() == 0
+
+
+def _plan(df) -> str:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        df.explain(mode="formatted")
+    return buf.getvalue()
+
+
+def test_snapshot_plan_never_moves_customers_into_one_partition(spark, model):
+    snap = build_snapshot(
+        spark.createDataFrame([], EV),
+        _random_orders(spark, 300),
+        spark.createDataFrame([], ID),
+        D,
+        SnapshotParams(),
+        model,
+    )
+    assert "SinglePartition" not in _plan(snap)
+    naive = snap.withColumn("naive", F.percent_rank().over(Window.orderBy("monetary")))
+    assert "SinglePartition" in _plan(naive), "the check must catch the naive un-partitioned window"
+
+
+def test_approx_mode_scores_stay_close_to_exact(spark, model):
+    orders = _random_orders(spark, 2000, seed=11)
+    empty_ev, empty_id = spark.createDataFrame([], EV), spark.createDataFrame([], ID)
+    exact = build_snapshot(empty_ev, orders, empty_id, D, SnapshotParams(), model)
+    approx = build_snapshot(
+        empty_ev, orders, empty_id, D, SnapshotParams(percentile="approx", approx_relative_error=0.001), model
+    )
+    pairs = exact.filter("is_customer").alias("e").join(approx.alias("a"), "person_id")
+    far = pairs.filter(
+        (F.abs(F.col("e.r_score") - F.col("a.r_score")) > 1)
+        | (F.abs(F.col("e.f_score") - F.col("a.f_score")) > 1)
+        | (F.abs(F.col("e.m_score") - F.col("a.m_score")) > 1)
+    ).count()
+    differ = pairs.filter(F.col("e.rfm_cell") != F.col("a.rfm_cell")).count()
+    assert far == 0
+    assert differ <= 0.05 * 2000, f"{differ} cells differ"
