@@ -55,26 +55,28 @@ def _iso(seconds: np.ndarray, offset_idx: np.ndarray, frac: np.ndarray | None = 
 
 
 class _Sink:
-    """Collects lines per output file and writes them at the end in a fixed order."""
+    """Writes each output file as soon as its lines are complete (memory stays bounded by one day)."""
 
-    def __init__(self) -> None:
-        self.files: dict[str, list[str]] = {}
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: set[str] = set()
 
-    def add(self, rel: str, lines: list[str]) -> None:
-        self.files.setdefault(rel, []).extend(lines)
-
-    def write(self, out: Path) -> int:
-        for rel in sorted(self.files):
-            path = out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = ("\n".join(self.files[rel]) + "\n").encode() if self.files[rel] else b""
-            if rel.endswith(".gz"):
-                buf = io.BytesIO()
-                with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="", compresslevel=1) as gz:
-                    gz.write(data)
-                data = buf.getvalue()
-            path.write_bytes(data)
-        return len(self.files)
+    def add(self, rel: str, lines: list[str], header: str | None = None) -> None:
+        if rel in self.written:  # every producer names its files uniquely; a repeat is a bug
+            raise ValueError(f"generator wrote {rel} twice")
+        self.written.add(rel)
+        if rel.endswith(".csv") and header is None:
+            header = ",".join(ORDER_COLUMNS)
+        body = ([header] if header else []) + lines
+        data = ("\n".join(body) + "\n").encode() if body else b""
+        if rel.endswith(".gz"):
+            buf = io.BytesIO()
+            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="", compresslevel=1) as gz:
+                gz.write(data)
+            data = buf.getvalue()
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def _corrupt_event(line: str, kind: str) -> str:
@@ -130,7 +132,7 @@ def generate(
     out = Path(out)
     rng = np.random.default_rng(seed)
     stats = GenerateStats(persons=persons, days=days)
-    sink = _Sink()
+    sink = _Sink(out)
     n = persons
     epoch0 = int((start - date(1970, 1, 1)).days) * DAY
 
@@ -237,7 +239,7 @@ def generate(
                     sel = arr == a
                     as_json = a % 7 == 3
                     adate = (start + timedelta(days=a)).isoformat()
-                    rel = f"orders/dt={adate}/orders-v{vi}-{'0001.json' if as_json else '0000.csv'}"
+                    rel = f"orders/dt={adate}/orders-d{d:04d}-v{vi}.{'json' if as_json else 'csv'}"
                     lines = (json_lines if as_json else csv_lines)[sel].tolist()
                     sink.add(rel, lines)
                     stats.order_lines += len(lines)
@@ -342,11 +344,10 @@ def generate(
     if bad_rate > 0:
         first = start.isoformat()
         sink.add(f"clickstream/dt={first}/empty.json", [])
-        sink.add(f"orders/dt={first}/header-only.csv", [])
+        sink.add(f"orders/dt={first}/header-only.csv", [])  # a CSV header alone: an empty file
         stats.by_kind["clickstream:empty_file"] = 1
         stats.by_kind["orders:empty_file"] = 1
-    _write_headers(sink)
-    stats.files = sink.write(out)
+    stats.files = len(sink.written)
     if bad_rate > 0:
         broken = out / f"clickstream/dt={start.isoformat()}/broken.json.gz"
         broken.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(60)))
@@ -366,34 +367,5 @@ def generate(
     return stats
 
 
-class _JsonNumber(str):
-    """A string written into JSON as a bare number token (keeps its exact text)."""
-
-
-def _dump(rec: dict) -> str:
-    parts = []
-    for k, v in rec.items():
-        if isinstance(v, _JsonNumber):
-            parts.append(f'"{k}":{v}')
-        else:
-            parts.append(f'"{k}":{json.dumps(v)}')
-    return "{" + ",".join(parts) + "}"
-
-
 def _plain_amount(text: str) -> bool:
     return text.replace(".", "", 1).isdigit()
-
-
-def _write_headers(sink: _Sink) -> None:
-    """CSV files get a header; some files shuffle the columns and add an extra one."""
-    for rel in list(sink.files):
-        if not rel.endswith(".csv"):
-            continue
-        lines = sink.files[rel]
-        if "header-only" in rel:
-            sink.files[rel] = [",".join(ORDER_COLUMNS)]
-            continue
-        if "redelivery" in rel:
-            sink.files[rel] = [",".join(ORDER_COLUMNS), *lines]
-            continue
-        sink.files[rel] = [",".join(ORDER_COLUMNS), *lines]
