@@ -70,6 +70,11 @@ def _first(*conditions: tuple[Column, str]) -> Column:
     return expr
 
 
+def _file_reasons() -> tuple[tuple[Column, str], ...]:
+    """Whole-file records from bronze: a file with no records, or one that could not be read."""
+    return tuple((F.col("_file_error") == r, r) for r in ("empty_file", "corrupt_file"))
+
+
 def _json_fields(raw: Column, names: tuple[str, ...]) -> tuple[Column, Column]:
     """(is_object, struct of the fields as text) for a JSON line."""
     schema = ", ".join(f"`{n}` string" for n in names)
@@ -92,8 +97,7 @@ def parse_events(bronze: DataFrame, max_future_days: int) -> DataFrame:
     df = df.withColumn("event_time", event_time)
     email = F.lower(f["email"])
     reason = _first(
-        (F.col("_file_error") == "empty_file", "empty_file"),
-        (F.col("_file_error") == "corrupt_file", "corrupt_file"),
+        *_file_reasons(),
         (~F.col("_is_object"), "malformed"),
         (
             f["event_id"].isNull()
@@ -202,8 +206,7 @@ def parse_orders(bronze: DataFrame, rates: dict[str, Decimal], max_future_days: 
     df = df.withColumn("amount_base", amount_base)
     is_negative = f["amount"].rlike(_NEGATIVE) & f["amount"].rlike("[1-9]")
     reason = _first(
-        (F.col("_file_error") == "empty_file", "empty_file"),
-        (F.col("_file_error") == "corrupt_file", "corrupt_file"),
+        *_file_reasons(),
         (~F.col("_well_formed"), "malformed"),
         (
             f["order_id"].isNull()
