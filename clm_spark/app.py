@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from clm_spark.config import Config, load_config, parse_date
-from clm_spark.errors import ClmError, ConfigError
+from clm_spark.errors import ClmError, ConfigError, ValidationFailed
 from clm_spark.lifecycle.segments import SegmentModel, coverage_grid, load_segments
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ class Context:
     model: SegmentModel
     spark: object
     lake: object
+    rules: object = None  # quality.Rules, None when validation is disabled
 
 
 def prepare(config_path: str) -> tuple[Config, SegmentModel]:
@@ -31,16 +32,25 @@ def prepare(config_path: str) -> tuple[Config, SegmentModel]:
     return cfg, model
 
 
+def load_quality_rules(cfg: Config, model: SegmentModel):
+    if not cfg.validation.enabled:
+        return None
+    from clm_spark.quality import load_rules
+
+    return load_rules(cfg.validation.expectations, model)
+
+
 def open_context(cfg: Config, model: SegmentModel) -> Context:
     from clm_spark.lake import open_lake
     from clm_spark.session import build_session
 
+    rules = load_quality_rules(cfg, model)  # a bad expectations file fails before the session starts
     spark = build_session("clm-spark", cfg.spark)
     spark.sparkContext.setLogLevel("WARN")
-    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, cfg.lake.engine))
+    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, cfg.lake.engine), rules)
 
 
-def run_dates(ctx: Context, dates: list[date], job: str) -> dict:
+def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
     """Ingest + refine once, then publish each date in order; always records the run."""
     from clm_spark.pipeline import Sources, ingest_and_refine, publish_date
     from clm_spark.runs import RunRecord, new_run_id
@@ -52,10 +62,24 @@ def run_dates(ctx: Context, dates: list[date], job: str) -> dict:
         sources = Sources.read(ctx.lake)
         if len(dates) > 1:
             sources = sources.cache()
+        outcomes = []
         for d in dates:
-            run.table_versions = publish_date(ctx.spark, ctx.lake, ctx.cfg, ctx.model, d, run.run_id, sources)
+            published = publish_date(
+                ctx.spark, ctx.lake, ctx.cfg, ctx.model, d, run.run_id, sources, ctx.rules, tamper
+            )
+            run.table_versions.update(published.versions)
+            outcomes.append(published.validation)
+            run.validation = "; ".join(outcomes)
         run.status = "succeeded"
-        return {"run_id": run.run_id, "counts": run.counts, "versions": run.table_versions}
+        return {
+            "run_id": run.run_id,
+            "counts": run.counts,
+            "versions": run.table_versions,
+            "validation": run.validation,
+        }
+    except ValidationFailed as exc:
+        run.status, run.error, run.validation = "failed_validation", str(exc), str(exc)
+        raise
     except ClmError as exc:
         run.status, run.error = "failed", str(exc)
         raise
@@ -115,6 +139,8 @@ def backfill_command(config_path: str, start: str, end: str) -> int:
 
 def _print_counts(result: dict) -> None:
     print(f"run {result['run_id']} succeeded")
+    for line in result["validation"].split("; "):
+        print(f"  validation {line}")
     for feed, c in result["counts"].items():
         print(
             f"  {feed:<11} delivered {c['delivered']:>10,}  accepted {c['accepted']:>10,}  "

@@ -11,12 +11,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from clm_spark.config import Config
+from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders
 from clm_spark.lake import Lake
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
+from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
 from clm_spark.tables import (
     CUSTOMER_SNAPSHOT,
     RFM_CUTPOINTS,
@@ -109,13 +111,41 @@ def _movement(spark, current, previous, d, prev_date, model) -> dict:
     }
 
 
+@dataclass
+class Published:
+    versions: dict[str, int | None]
+    validation: str
+
+
+def _gate(lake: Lake, rules: Rules, run_id: str, d: date, frames: dict[str, DataFrame]) -> str:
+    """Validate before anything of D is written; a critical failure publishes nothing."""
+    report = validate_frames(frames, rules)
+    path = write_report(lake.root, run_id, f"validation-{d}", report)
+    summary = f"{d} {report.summary()}"
+    if report.critical_failures:
+        raise ValidationFailed(f"{summary} (report: {path})")
+    for warning in report.warnings:
+        log.warning("validation warning on %s: %s %s", d, warning.check.table, warning.check.type)
+    log.info("validation %s; report %s", summary, path)
+    return f"{summary} (report: {path})"
+
+
 def publish_date(
-    spark: SparkSession, lake: Lake, cfg: Config, model: SegmentModel, d: date, run_id: str, sources: Sources
-) -> dict[str, int | None]:
-    """Compute and publish every gold table for D; recompute the next later date's movement.
+    spark: SparkSession,
+    lake: Lake,
+    cfg: Config,
+    model: SegmentModel,
+    d: date,
+    run_id: str,
+    sources: Sources,
+    rules: Rules | None = None,
+    tamper=None,
+) -> Published:
+    """Compute, validate and publish every gold table for D; recompute the next later date's movement.
 
     Each table's D partition is replaced atomically; gold/segment_summary is written last, so a
-    date counts as present only once everything else of it is in place.
+    date counts as present only once everything else of it is in place. `tamper` (tests only)
+    may alter the computed outputs to prove the quality gate holds.
     """
     params = snapshot_params(cfg)
     current = build_snapshot(sources.events, sources.orders, sources.identity, d, params, model)
@@ -124,11 +154,26 @@ def publish_date(
         dates = [x for x in published_dates(lake) if x != d]
         prev_date = max((x for x in dates if x < d), default=None)
         next_date = min((x for x in dates if x > d), default=None)
+        previous = _snapshot_of(lake, prev_date)
         outputs = {
             CUSTOMER_SNAPSHOT: current,
             RFM_CUTPOINTS: build_cutpoints(current, d, params.score_bins),
-            **_movement(spark, current, _snapshot_of(lake, prev_date), d, prev_date, model),
+            **_movement(spark, current, previous, d, prev_date, model),
         }
+        if tamper is not None:
+            outputs = tamper(outputs)
+        validation = "not run (validation.enabled is false)"
+        if rules is not None:
+            has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
+            frames = {spec.name: df for spec, df in outputs.items()}
+            frames["checks/reconciliation"] = reconciliation(
+                outputs[CUSTOMER_SNAPSHOT],
+                outputs[SEGMENT_SUMMARY],
+                outputs[SEGMENT_TRANSITION_MATRIX],
+                previous,
+                has_input,
+            )
+            validation = _gate(lake, rules, run_id, d, frames)
         versions = {}
         for spec, df in outputs.items():  # dict order: snapshot first, summary last
             versions[spec.name] = lake.overwrite(
@@ -142,6 +187,6 @@ def publish_date(
                 ).version
             nxt.unpersist()
         log.info("published %s (previous %s, next %s)", d, prev_date, next_date)
-        return versions
+        return Published(versions, validation)
     finally:
         current.unpersist()

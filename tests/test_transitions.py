@@ -37,7 +37,7 @@ def _snap(spark, day, people):
                 day,
                 None,
                 None,
-                int(is_cust),
+                freq if is_cust else 0,  # orders_lifetime >= frequency
                 rec,
                 freq,
                 Decimal(money),

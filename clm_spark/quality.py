@@ -1,0 +1,239 @@
+"""Quality gate: expectations from conf/expectations.yaml, validated with Great Expectations.
+
+Gold DataFrames of a date are validated before anything is written; a critical failure raises
+ValidationFailed and nothing is published. Result format BASIC: counts and a few examples,
+never whole tables on the driver.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from clm_spark.errors import ConfigError
+from clm_spark.lifecycle.segments import SegmentModel
+
+log = logging.getLogger(__name__)
+SEVERITIES = ("critical", "warning")
+
+
+@dataclass(frozen=True)
+class Check:
+    table: str
+    type: str
+    kwargs: dict
+    severity: str
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    success: bool
+    unexpected: int | None
+    observed: object = None
+
+
+@dataclass
+class ValidationReport:
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def critical_failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.success and r.check.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.success and r.check.severity == "warning"]
+
+    def summary(self) -> str:
+        failed = self.critical_failures
+        status = "failed" if failed else "passed"
+        text = f"{status}: {len(self.results) - len(failed) - len(self.warnings)}/{len(self.results)} checks passed"
+        text += f", {len(failed)} critical, {len(self.warnings)} warnings"
+        if failed:
+            first = failed[0].check
+            text += f"; first: {first.table} {first.type} {_target(first)}"
+        return text
+
+
+def _target(check: Check) -> str:
+    for key in ("column", "column_list", "column_A"):
+        if key in check.kwargs:
+            return f"({key}={check.kwargs[key]})"
+    return ""
+
+
+@dataclass(frozen=True)
+class Rules:
+    derive: dict[str, dict[str, str]]
+    checks: dict[str, list[Check]]
+
+
+def load_rules(path: str, model: SegmentModel) -> Rules:
+    """Read the expectations file, filling the placeholders from the segment model."""
+    text = Path(path).read_text(encoding="utf-8")
+    values = {
+        "score_bins": str(model.score_bins),
+        "segment_count": str(len(model.rules)),
+    }
+    for key, value in values.items():
+        text = text.replace("${" + key + "}", value)
+    raw = yaml.safe_load(text) or {}
+    lists = {
+        "${segments}": model.ids,
+        "${stages}": list(model.stages),
+        "${segment_stage_pairs}": [[r.id, r.stage] for r in model.rules],
+    }
+    derive, checks = {}, {}
+    for table, spec in raw.items():
+        if not isinstance(spec, dict) or set(spec) - {"derive", "expect"}:
+            raise ConfigError(f"expectations '{table}': only 'derive' and 'expect' are allowed")
+        derive[table] = dict(spec.get("derive") or {})
+        checks[table] = []
+        for item in spec.get("expect") or []:
+            item = dict(item)
+            kind, severity = item.pop("type", None), item.pop("severity", "critical")
+            if severity not in SEVERITIES:
+                raise ConfigError(
+                    f"expectations '{table}': severity must be critical or warning, got {severity!r}"
+                )
+            _expectation_class(kind, table)
+            kwargs = {k: (lists[v] if isinstance(v, str) and v in lists else v) for k, v in item.items()}
+            if kind == "expect_table_row_count_to_equal":
+                kwargs["value"] = int(kwargs["value"])
+            if "value_pairs_set" in kwargs:
+                kwargs["value_pairs_set"] = [tuple(p) for p in kwargs["value_pairs_set"]]
+            checks[table].append(Check(table, kind, kwargs, severity))
+    return Rules(derive, checks)
+
+
+def _expectation_class(kind: str, table: str):
+    import great_expectations.expectations as gxe
+
+    name = "".join(part.capitalize() for part in str(kind).split("_"))
+    cls = getattr(gxe, name, None)
+    if cls is None:
+        raise ConfigError(f"expectations '{table}': unknown expectation type {kind!r}")
+    return cls
+
+
+class GxValidator:
+    """One ephemeral, offline GX context per process (created on first use, never at import)."""
+
+    _instance: GxValidator | None = None
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.ctx = gx.get_context(mode="ephemeral")
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.source = self.ctx.data_sources.add_spark("clm")
+        self.batches: dict[str, object] = {}
+
+    @classmethod
+    def get(cls) -> GxValidator:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def validate(self, table: str, df: DataFrame, checks: list[Check]) -> list[CheckResult]:
+        if table not in self.batches:
+            asset = self.source.add_dataframe_asset(table.replace("/", "__"))
+            self.batches[table] = asset.add_batch_definition_whole_dataframe("whole")
+        suite = self.gx.ExpectationSuite(name=f"{table}-{uuid.uuid4().hex[:8]}")
+        for i, check in enumerate(checks):  # GX may reorder results: tag each with its index
+            suite.add_expectation(
+                _expectation_class(check.type, table)(**check.kwargs, meta={"clm_index": i})
+            )
+        batch = self.batches[table].get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(suite, result_format="BASIC")
+        out: list[CheckResult | None] = [None] * len(checks)
+        for res in result.results:
+            i = int(res.expectation_config.meta["clm_index"])
+            details = res.result or {}
+            out[i] = CheckResult(
+                checks[i], bool(res.success), details.get("unexpected_count"), details.get("observed_value")
+            )
+        missing = [checks[i].type for i, r in enumerate(out) if r is None]
+        if missing:
+            raise RuntimeError(f"{table}: no result for expectations {missing}")
+        return out
+
+
+def validate_frames(frames: dict[str, DataFrame], rules: Rules) -> ValidationReport:
+    """Validate each named DataFrame with its derived columns and expectations."""
+    report = ValidationReport()
+    validator = GxValidator.get()
+    for table, df in frames.items():
+        checks = rules.checks.get(table) or []
+        if not checks:
+            continue
+        derived = df.select(
+            "*", *[F.expr(sql).alias(name) for name, sql in rules.derive.get(table, {}).items()]
+        )
+        report.results += validator.validate(table, derived, checks)
+    return report
+
+
+def reconciliation(
+    snapshot: DataFrame, summary: DataFrame, matrix: DataFrame, previous: DataFrame, input_rows: int
+) -> DataFrame:
+    """One row of cross-table totals: the summary and the matrix must add up to the populations."""
+    spark = snapshot.sparkSession
+    row = (
+        snapshot.agg(F.count(F.lit(1)).alias("snapshot_persons"))
+        .crossJoin(summary.agg(F.coalesce(F.sum("persons"), F.lit(0)).alias("summary_persons")))
+        .crossJoin(
+            matrix.agg(
+                F.coalesce(F.sum(F.when(F.col("to_segment").isNotNull(), F.col("persons"))), F.lit(0)).alias(
+                    "matrix_to_persons"
+                ),
+                F.coalesce(
+                    F.sum(F.when(F.col("from_segment").isNotNull(), F.col("persons"))), F.lit(0)
+                ).alias("matrix_from_persons"),
+            )
+        )
+        .crossJoin(previous.agg(F.count(F.lit(1)).alias("previous_persons")))
+        .crossJoin(spark.range(1).select(F.lit(input_rows).cast("long").alias("input_rows")))
+    )
+    return row
+
+
+def write_report(root: str, run_id: str, name: str, report: ValidationReport) -> str:
+    """A self-contained HTML report under <lake.root>/_reports/<run_id>/; returns its path."""
+    import pyarrow.fs as pafs
+
+    path = posixpath.join(root, "_reports", run_id, f"{name}.html")
+    fs, fs_path = pafs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+    fs.create_dir(posixpath.dirname(fs_path), recursive=True)
+    rows = "".join(
+        f"<tr class='{'ok' if r.success else r.check.severity}'><td>{html.escape(r.check.table)}</td>"
+        f"<td>{html.escape(r.check.type)}</td><td>{html.escape(json.dumps(r.check.kwargs, default=str))}</td>"
+        f"<td>{r.check.severity}</td><td>{'pass' if r.success else 'FAIL'}</td>"
+        f"<td>{'' if r.unexpected is None else r.unexpected}</td></tr>"
+        for r in report.results
+    )
+    doc = (
+        "<!doctype html><meta charset='utf-8'><title>clm-spark validation</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
+        ".critical{background:#fdd}.warning{background:#ffd}.ok{background:#efe}</style>"
+        f"<h1>Validation {html.escape(name)}</h1><p>run {html.escape(run_id)}: {html.escape(report.summary())}</p>"
+        "<table><tr><th>table</th><th>expectation</th><th>arguments</th><th>severity</th><th>result</th>"
+        f"<th>unexpected rows</th></tr>{rows}</table>"
+    )
+    with fs.open_output_stream(fs_path) as out:
+        out.write(doc.encode())
+    return path

@@ -1,0 +1,119 @@
+"""Quality gate: corrupted gold outputs are caught; nothing is published; the run is recorded."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+from test_transitions import D0, D1, _case
+
+from clm_spark.app import Context, prepare, run_dates
+from clm_spark.errors import ValidationFailed
+from clm_spark.ingest.generate import generate
+from clm_spark.lake import open_lake
+from clm_spark.lifecycle.segments import load_segments
+from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
+from clm_spark.quality import load_rules, reconciliation, validate_frames
+from clm_spark.tables import CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_segments("conf/segments.yaml", 5)
+
+
+@pytest.fixture(scope="module")
+def rules(model):
+    return load_rules("conf/expectations.yaml", model)
+
+
+def _frames(spark, model, current, previous):
+    transitions = build_transitions(current, previous, D1, D0)
+    summary = build_summary(spark, current, transitions, D1, model)
+    matrix = build_matrix(current, previous, D1)
+    return {
+        "gold/customer_snapshot": current,
+        "gold/segment_transitions": transitions,
+        "gold/segment_summary": summary,
+        "checks/reconciliation": reconciliation(current, summary, matrix, previous, 1),
+    }
+
+
+def test_clean_outputs_pass(spark, model, rules):
+    prev, cur = _case(spark)
+    report = validate_frames(_frames(spark, model, cur, prev), rules)
+    assert report.critical_failures == [] and len(report.results) == 24, report.summary()
+
+
+def test_corruptions_are_critical_failures(spark, model, rules):
+    prev, cur = _case(spark)
+    broken = (
+        cur.unionByName(cur.filter("person_id = 'p1'"))  # a duplicated person
+        .withColumn("r_score", F.when(F.col("person_id") == "p2", F.lit(9)).otherwise(F.col("r_score")))
+        .withColumn("stage", F.when(F.col("person_id") == "p4", F.lit("cherish")).otherwise(F.col("stage")))
+    )
+    report = validate_frames({"gold/customer_snapshot": broken}, rules)
+    failed = {
+        (
+            r.check.type,
+            str(
+                r.check.kwargs.get("column")
+                or r.check.kwargs.get("column_list")
+                or r.check.kwargs.get("column_A")
+            ),
+        )
+        for r in report.critical_failures
+    }
+    assert failed == {
+        ("expect_compound_columns_to_be_unique", "['snapshot_date', 'person_id']"),
+        ("expect_column_values_to_be_in_set", "scores_in_range_for_customers"),
+        ("expect_column_pair_values_to_be_in_set", "segment"),
+    }
+    assert report.summary().startswith("failed: ")
+
+
+def _context(spark, tmp: Path, raw: Path) -> Context:
+    conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
+    conf["lake"] = {"root": str(tmp / "lake"), "engine": "delta-rs"}
+    conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
+    conf["segments"] = str(Path("conf/segments.yaml").resolve())
+    conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve())}
+    path = tmp / "clm.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    cfg, model = prepare(str(path))
+    return Context(
+        cfg,
+        model,
+        spark,
+        open_lake(spark, cfg.lake.root, "delta-rs"),
+        load_rules(cfg.validation.expectations, model),
+    )
+
+
+@pytest.mark.slow
+def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path):
+    generate(tmp_path / "raw", persons=150, days=10, start=date(2024, 1, 1), seed=2, bad_rate=0.0)
+    ctx = _context(spark, tmp_path, tmp_path / "raw")
+    day = date(2024, 1, 10)
+
+    def duplicate_a_person(outputs):
+        snap = outputs[CUSTOMER_SNAPSHOT]
+        return {**outputs, CUSTOMER_SNAPSHOT: snap.unionByName(snap.limit(1))}
+
+    with pytest.raises(ValidationFailed) as err:
+        run_dates(ctx, [day], "run", tamper=duplicate_a_person)
+    assert err.value.exit_code == 3 and "expect_compound_columns_to_be_unique" in str(err.value)
+    assert not any(ctx.lake.exists(t) for t in GOLD_TABLES), "a gold table was written"
+    run = ctx.lake.read(PIPELINE_RUNS).collect()[0]
+    assert run.status == "failed_validation" and "critical" in run.validation
+    report = Path(ctx.cfg.lake.root) / "_reports" / run.run_id / f"validation-{day}.html"
+    assert report.is_file() and "FAIL" in report.read_text()
+
+    result = run_dates(ctx, [day], "run")
+    assert result["validation"].startswith(f"{day} passed: ")
+    assert ctx.lake.read(CUSTOMER_SNAPSHOT).count() > 0
+    statuses = sorted(r.status for r in ctx.lake.read(PIPELINE_RUNS).collect())
+    assert statuses == ["failed_validation", "succeeded"]
