@@ -57,7 +57,7 @@ def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
 
     run = RunRecord(new_run_id(job), job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
     try:
-        counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at)
+        counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at, ctx.rules)
         run.counts = {k: v.as_dict() for k, v in counts.items()}
         sources = Sources.read(ctx.lake)
         if len(dates) > 1:

@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 
 
 def ingest_and_refine(
-    spark: SparkSession, lake: Lake, cfg: Config, run_id: str, run_start: datetime
+    spark: SparkSession, lake: Lake, cfg: Config, run_id: str, run_start: datetime, rules: Rules | None = None
 ) -> dict[str, FeedCounts]:
     """Ingest new raw files of both feeds into bronze, then refine new bronze batches into silver."""
     for feed, root in (("clickstream", cfg.raw.clickstream), ("orders", cfg.raw.orders)):
         ingest_feed(spark, lake, feed, root, run_id, run_start)
     return {
-        "clickstream": refine_clickstream(lake, cfg, run_id),
-        "orders": refine_orders(lake, cfg, run_id),
+        "clickstream": refine_clickstream(lake, cfg, run_id, rules),
+        "orders": refine_orders(lake, cfg, run_id, rules),
     }
 
 

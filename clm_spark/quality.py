@@ -188,6 +188,18 @@ def validate_frames(frames: dict[str, DataFrame], rules: Rules) -> ValidationRep
     return report
 
 
+def require_passing(frames: dict[str, DataFrame], rules: Rules, what: str) -> ValidationReport:
+    """Validate and raise ValidationFailed on a critical failure (used where no report is kept)."""
+    from clm_spark.errors import ValidationFailed
+
+    report = validate_frames(frames, rules)
+    if report.critical_failures:
+        raise ValidationFailed(f"{', '.join(frames)} {what}: {report.summary()}")
+    for warning in report.warnings:
+        log.warning("validation warning: %s %s", warning.check.table, warning.check.type)
+    return report
+
+
 def reconciliation(
     snapshot: DataFrame, summary: DataFrame, matrix: DataFrame, previous: DataFrame, input_rows: int
 ) -> DataFrame:

@@ -89,6 +89,7 @@ def _refine(
     keys: list[str],
     run_id: str,
     extra_writes=(),
+    rules=None,
 ) -> FeedCounts:
     app = f"clm.refine.{feed}"
     for spec in (target, SILVER_QUARANTINE, *[s for s, _ in extra_writes]):
@@ -111,6 +112,10 @@ def _refine(
             .collect()
         }
         accepted = flagged.filter(F.col("reason").isNull() & ~F.col("is_duplicate"))
+        if rules is not None:  # critical failures raise before anything of this batch is written
+            from clm_spark.quality import require_passing
+
+            require_passing({target.name: accepted.select(*target.columns)}, rules, f"batches {first}-{last}")
         txn = Txn(app, last)
         lake.append(target, accepted.select(*target.columns), run_id=run_id, txn=txn)
         for spec, make in extra_writes:
@@ -137,7 +142,7 @@ def identity_links(events: DataFrame) -> DataFrame:
     return both.select("anonymous_id", "customer_id", "event_time", "event_id")
 
 
-def refine_clickstream(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
+def refine_clickstream(lake: Lake, cfg: Config, run_id: str, rules=None) -> FeedCounts:
     return _refine(
         lake,
         "clickstream",
@@ -147,10 +152,11 @@ def refine_clickstream(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
         ["event_id"],
         run_id,
         extra_writes=[(SILVER_IDENTITY, identity_links)],
+        rules=rules,
     )
 
 
-def refine_orders(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
+def refine_orders(lake: Lake, cfg: Config, run_id: str, rules=None) -> FeedCounts:
     return _refine(
         lake,
         "orders",
@@ -159,4 +165,5 @@ def refine_orders(lake: Lake, cfg: Config, run_id: str) -> FeedCounts:
         SILVER_ORDERS,
         ["order_id", "updated_at"],
         run_id,
+        rules=rules,
     )
