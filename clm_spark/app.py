@@ -169,3 +169,14 @@ def demo_command(config_path: str, args: argparse.Namespace) -> int:
     _print_counts(result)
     print_summary(ctx.lake, sys.stdout)
     return 0
+
+
+def bench_command(config_path: str, scale: float) -> int:
+    from clm_spark.bench import run_bench
+
+    if scale <= 0:
+        raise ConfigError("--scale must be > 0")
+    cfg, model = prepare(config_path)
+    print(f"clm bench at scale {scale:g}")
+    run_bench(open_context(cfg, model), scale)
+    return 0

@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=45, help="days of generated activity (default 45)")
     demo.add_argument("--snapshots", type=int, default=3, help="snapshot dates to publish (default 3)")
 
+    bench = sub.add_parser("bench", parents=[common], help="per-stage timings at a scale (1 = 100k persons)")
+    bench.add_argument(
+        "--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons over 60 days"
+    )
+
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
@@ -88,6 +93,8 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
         return app.run_command(config_path, args.date)
     if args.command == "backfill":
         return app.backfill_command(config_path, args.start, args.end)
+    if args.command == "bench":
+        return app.bench_command(config_path, args.scale)
     if args.command == "demo":
         return app.demo_command(config_path, args)
     raise ClmError(f"unknown command {args.command}")  # pragma: no cover - argparse guards this

@@ -125,9 +125,24 @@ def test_silver_suites_catch_duplicate_keys_and_bad_money(spark, rules):
     from clm_spark.quality import require_passing
     from clm_spark.tables import SILVER_ORDERS
 
-    row = ("o1", "c1", None, date(2024, 1, 1), None, "placed", Decimal("1.00"), "EUR", Decimal("1.00"), "f", 1, 1)
+    row = (
+        "o1",
+        "c1",
+        None,
+        date(2024, 1, 1),
+        None,
+        "placed",
+        Decimal("1.00"),
+        "EUR",
+        Decimal("1.00"),
+        "f",
+        1,
+        1,
+    )
     good = spark.createDataFrame([row], SILVER_ORDERS.schema)
     assert require_passing({"silver/orders": good}, rules, "test").critical_failures == []
-    bad = spark.createDataFrame([row, row, row[:5] + ("shipped",) + row[6:8] + (None,) + row[9:]], SILVER_ORDERS.schema)
+    bad = spark.createDataFrame(
+        [row, row, row[:5] + ("shipped",) + row[6:8] + (None,) + row[9:]], SILVER_ORDERS.schema
+    )
     with pytest.raises(ValidationFailed, match="silver/orders test: failed"):
         require_passing({"silver/orders": bad}, rules, "test")

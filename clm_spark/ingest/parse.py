@@ -143,14 +143,22 @@ def _with_csv_arrays(df: DataFrame) -> DataFrame:
         unquoted = F.regexp_replace(c, r'"([^"]|"")*"', "")
         return F.length(unquoted) - F.length(F.regexp_replace(unquoted, ",", "")) + 1
 
+    # a file's header is the same on every row: parse each distinct header once, broadcast it back
+    headers = (
+        df.filter(F.col("_csv_header").isNotNull())
+        .select("_csv_header")
+        .distinct()
+        .select(
+            "_csv_header",
+            F.transform(as_array(F.col("_csv_header")), lambda x: F.lower(F.trim(x))).alias("_csv_names"),
+            count(F.col("_csv_header")).alias("_csv_width"),
+        )
+    )
     is_csv = F.col("_format") == "csv"
-    return df.select(
-        "*",
-        F.when(is_csv, F.transform(as_array(F.col("_csv_header")), lambda x: F.lower(F.trim(x)))).alias(
-            "_csv_names"
-        ),
-        F.when(is_csv, as_array(F.col("_raw"))).alias("_csv_values"),
-        F.when(is_csv, count(F.col("_raw")) == count(F.col("_csv_header"))).alias("_csv_ok"),
+    return (
+        df.join(F.broadcast(headers), "_csv_header", "left")
+        .withColumn("_csv_values", F.when(is_csv, as_array(F.col("_raw"))))
+        .withColumn("_csv_ok", F.when(is_csv, count(F.col("_raw")) == F.col("_csv_width")))
     )
 
 
