@@ -186,6 +186,16 @@ def publish_date(
                     spec, df, replace={"snapshot_date": [next_date]}, run_id=run_id
                 ).version
             nxt.unpersist()
+        degenerate = sorted(
+            r.dimension
+            for r in outputs[RFM_CUTPOINTS].filter("is_degenerate").select("dimension").distinct().collect()
+        )  # at most 3 rows: the cut-points table has <= 3 x B rows
+        if degenerate:
+            log.warning(
+                "%s: RFM dimension(s) %s have fewer distinct scores than bins (ties)",
+                d,
+                ", ".join(degenerate),
+            )
         log.info("published %s (previous %s, next %s)", d, prev_date, next_date)
         return Published(versions, validation)
     finally:
