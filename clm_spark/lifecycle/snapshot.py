@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from clm_spark.lifecycle.percentiles import with_percentile
+from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.tables import CUSTOMER_SNAPSHOT, MONEY
 
@@ -85,10 +85,8 @@ def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
         F.col("frequency").alias("_f_key"),
         F.col("monetary").alias("_m_key"),
     )
-    mode, err = params.percentile, params.approx_relative_error
-    scored = customers
-    for dim in "rfm":
-        scored = with_percentile(scored, f"_{dim}_key", f"{dim}_percentile", mode, err)
+    keys = {f"_{dim}_key": f"{dim}_percentile" for dim in "rfm"}
+    scored = with_percentiles(customers, keys, params.percentile, params.approx_relative_error)
     scored = scored.select("person_id", "r_percentile", "f_percentile", "m_percentile")
     out = people.join(scored, "person_id", "left")
     b = params.score_bins
