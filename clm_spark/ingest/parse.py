@@ -41,6 +41,7 @@ _AMOUNT = r"^[0-9]+(\.[0-9]{1,2})?$"
 _NEGATIVE = r"^-[0-9]+(\.[0-9]+)?$"
 _EMAIL_LIKE = r"[^\s\"',;:<>{}\[\]]+@[^\s\"',;:<>{}\[\]]+"
 MAX_CSV_COLUMNS = 32
+LINEAGE = ("_source_file", "_line", "_batch_id", "_raw", "_ingested_at")  # carried from bronze
 
 
 def clean(c: Column) -> Column:
@@ -121,11 +122,7 @@ def parse_events(bronze: DataFrame, max_future_days: int) -> DataFrame:
         email.isNotNull().alias("has_email"),
         f["page_url"].alias("page_url"),
         f["product_id"].alias("product_id"),
-        "_source_file",
-        "_line",
-        "_batch_id",
-        "_raw",
-        "_ingested_at",
+        *LINEAGE,
         reason.alias("reason"),
     )
 
@@ -248,10 +245,6 @@ def parse_orders(bronze: DataFrame, rates: dict[str, Decimal], max_future_days: 
         "amount",
         "currency",
         "amount_base",
-        "_source_file",
-        "_line",
-        "_batch_id",
-        "_raw",
-        "_ingested_at",
+        *LINEAGE,
         reason.alias("reason"),
     )
