@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 from chispa import assert_df_equality
+from helpers import lake_context
 from pyspark.sql import functions as F
 
-from clm_spark.app import Context, prepare, run_dates
+from clm_spark.app import run_dates
 from clm_spark.ingest.generate import generate
-from clm_spark.lake import open_lake
 from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS, GOLD_TABLES, PIPELINE_RUNS
 
 START = date(2024, 1, 1)
@@ -28,24 +26,12 @@ def raw_dir(tmp_path_factory):
     return raw
 
 
-def _context(spark, tmp: Path, raw: Path, name: str) -> Context:
-    conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
-    conf["lake"] = {"root": str(tmp / name), "engine": "delta-rs"}
-    conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
-    conf["segments"] = str(Path("conf/segments.yaml").resolve())
-    conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve())}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    cfg, model = prepare(str(path))
-    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, "delta-rs"))
-
-
 @pytest.mark.slow
 def test_out_of_order_and_reruns_give_the_in_order_tables(spark, raw_dir, tmp_path):
-    in_order = _context(spark, tmp_path, raw_dir, "a")
+    in_order = lake_context(spark, tmp_path, raw_dir, "a")
     run_dates(in_order, [D1, D2, D3], "backfill")
 
-    shuffled = _context(spark, tmp_path, raw_dir, "b")
+    shuffled = lake_context(spark, tmp_path, raw_dir, "b")
     run_dates(shuffled, [D3], "run")
     run_dates(shuffled, [D1, D2], "backfill")
     versions = {t.name: shuffled.lake.version(t) for t in GOLD_TABLES}

@@ -6,14 +6,13 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import lake_context
 from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
-from clm_spark.app import Context, prepare, run_dates
+from clm_spark.app import run_dates
 from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.generate import generate
-from clm_spark.lake import open_lake
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
 from clm_spark.quality import load_rules, reconciliation, validate_frames
@@ -75,28 +74,10 @@ def test_corruptions_are_critical_failures(spark, model, rules):
     assert report.summary().startswith("failed: ")
 
 
-def _context(spark, tmp: Path, raw: Path) -> Context:
-    conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
-    conf["lake"] = {"root": str(tmp / "lake"), "engine": "delta-rs"}
-    conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
-    conf["segments"] = str(Path("conf/segments.yaml").resolve())
-    conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve())}
-    path = tmp / "clm.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    cfg, model = prepare(str(path))
-    return Context(
-        cfg,
-        model,
-        spark,
-        open_lake(spark, cfg.lake.root, "delta-rs"),
-        load_rules(cfg.validation.expectations, model),
-    )
-
-
 @pytest.mark.slow
 def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path):
     generate(tmp_path / "raw", persons=150, days=10, start=date(2024, 1, 1), seed=2, bad_rate=0.0)
-    ctx = _context(spark, tmp_path, tmp_path / "raw")
+    ctx = lake_context(spark, tmp_path, tmp_path / "raw", validate=True)
     day = date(2024, 1, 10)
 
     def duplicate_a_person(outputs):

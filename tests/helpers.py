@@ -1,0 +1,25 @@
+"""Shared test helpers (plain functions; the Spark session itself comes from conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from clm_spark.app import Context, load_quality_rules, prepare
+from clm_spark.lake import open_lake
+
+
+def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Context:
+    """A run context over `raw` with a fresh delta-rs lake, from conf/clm.yaml with paths replaced."""
+    conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
+    conf["lake"] = {"root": str(tmp / name), "engine": "delta-rs"}
+    conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
+    conf["segments"] = str(Path("conf/segments.yaml").resolve())
+    conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve()), "enabled": validate}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    cfg, model = prepare(str(path))
+    return Context(
+        cfg, model, spark, open_lake(spark, cfg.lake.root, "delta-rs"), load_quality_rules(cfg, model)
+    )
