@@ -139,14 +139,13 @@ def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
         stages,
     )
     snap = lake.read(CUSTOMER_SNAPSHOT)
-    naive = _timed(
+    _timed(
         "naive",
         lambda: _naive(snap).write.format("noop").mode("overwrite").save(),
         lambda: snap.count(),
         lambda: 0,
         stages,
     )
-    del naive
     mismatches = _naive(snap).filter(F.col("m_percentile") != F.col("naive_m")).count()
     ours = next(s for s in stages if s.name == "snapshot").seconds
     result = {

@@ -96,10 +96,9 @@ def published_dates(lake: Lake) -> list[date]:
 
 
 def _snapshot_of(lake: Lake, d: date | None) -> DataFrame:
-    empty = lake.spark.createDataFrame([], CUSTOMER_SNAPSHOT.schema)
-    if d is None or not lake.exists(CUSTOMER_SNAPSHOT):
-        return empty
-    return lake.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == F.lit(d))
+    """The snapshot rows of `d` (none when `d` is None or nothing was published yet)."""
+    snapshots = lake.read_or_empty(CUSTOMER_SNAPSHOT)
+    return snapshots.filter(F.lit(False) if d is None else F.col("snapshot_date") == F.lit(d))
 
 
 def _movement(spark, current, previous, d, prev_date, model) -> dict:

@@ -103,14 +103,13 @@ def read_lines(spark: SparkSession, root: str, files: list[RawFile]) -> DataFram
     """(rel, line number, text) of every line of the files, in file order."""
     if not files:
         return spark.createDataFrame([], "_source_file string, _line long, _raw string")
-    prefix = root if "://" in root else root
     df = spark.read.text([f.uri for f in files]).select(
         F.col("value").alias("_raw"),
         F.url_decode(F.col("_metadata.file_path")).alias("_path"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mono"),
     )
-    rel = F.substring_index(F.col("_path"), prefix.rstrip("/") + "/", -1)
+    rel = F.substring_index(F.col("_path"), root.rstrip("/") + "/", -1)
     order = Window.partitionBy("_source_file").orderBy("_block", "_mono")
     return (
         df.withColumn("_source_file", rel)

@@ -6,7 +6,7 @@ import json
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from deltalake import DeltaTable
@@ -53,7 +53,6 @@ class WriteHooks:
     """Test seams for fault injection: called with the table name just before the commit."""
 
     before_commit: Callable[[str], None] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _sig(schema: StructType) -> list[tuple[str, str]]:

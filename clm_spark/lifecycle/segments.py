@@ -229,7 +229,7 @@ def validate(model: SegmentModel, source: str = "segments") -> None:
             )
 
 
-def _test_py(field: str, cond, value) -> bool:
+def _test_py(cond, value) -> bool:
     if isinstance(cond, tuple):
         lo, hi = cond
         return value is not None and (lo is None or value >= lo) and (hi is None or value <= hi)
@@ -239,7 +239,7 @@ def _test_py(field: str, cond, value) -> bool:
 def _matches_py(rule: Rule, case: dict) -> bool:
     if rule.cells is not None and (case["cell"] is None or case["cell"] not in rule.cells):
         return False
-    return all(_test_py(f, c, case[f]) for f, c in rule.when)
+    return all(_test_py(c, case[f]) for f, c in rule.when)
 
 
 def _test_spark(field: str, cond) -> Column:
