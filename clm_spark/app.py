@@ -168,6 +168,27 @@ def demo_command(config_path: str, args: argparse.Namespace) -> int:
     result = run_dates(ctx, dates, "demo")
     _print_counts(result)
     print_summary(ctx.lake, sys.stdout)
+    print(f"\nreport: {write_report(cfg, None)}")
+    return 0
+
+
+def write_report(cfg: Config, out: str | None) -> str:
+    """Write the offline HTML report of the lake; the default path is under <lake.root>/_reports/."""
+    from clm_spark.reporting import load_report_data, write_html_report
+
+    data = load_report_data(cfg.lake.root)
+    if out is None:
+        if "://" in cfg.lake.root and not cfg.lake.root.startswith("file://"):
+            raise ConfigError("lake.root is not a local folder: give the report a local path with --out")
+        folder = Path(cfg.lake.root.removeprefix("file://")) / "_reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = str(folder / f"clm-report-{data.latest}.html")
+    return write_html_report(data, out)
+
+
+def report_command(config_path: str, out: str | None) -> int:
+    cfg = load_config(config_path)
+    print(f"report: {write_report(cfg, out)}")
     return 0
 
 

@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         "--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons over 60 days"
     )
 
+    report = sub.add_parser(
+        "report", parents=[common], help="write the offline HTML report (charts + latest summary)"
+    )
+    report.add_argument(
+        "--out", default=None, help="output file (default <lake.root>/_reports/clm-report-<date>.html)"
+    )
+
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
@@ -70,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("py4j", "great_expectations", "deltalake"):
+    for noisy in ("py4j", "great_expectations", "deltalake", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return _dispatch(args, config_path)
@@ -95,6 +102,8 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
         return app.backfill_command(config_path, args.start, args.end)
     if args.command == "bench":
         return app.bench_command(config_path, args.scale)
+    if args.command == "report":
+        return app.report_command(config_path, args.out)
     if args.command == "demo":
         return app.demo_command(config_path, args)
     raise ClmError(f"unknown command {args.command}")  # pragma: no cover - argparse guards this

@@ -18,6 +18,7 @@ from clm_spark.lake import Lake
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
+from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
 from clm_spark.tables import (
     CUSTOMER_SNAPSHOT,
@@ -38,11 +39,14 @@ def ingest_and_refine(
 ) -> dict[str, FeedCounts]:
     """Ingest new raw files of both feeds into bronze, then refine new bronze batches into silver."""
     for feed, root in (("clickstream", cfg.raw.clickstream), ("orders", cfg.raw.orders)):
-        ingest_feed(spark, lake, feed, root, run_id, run_start)
-    return {
-        "clickstream": refine_clickstream(lake, cfg, run_id, rules),
-        "orders": refine_orders(lake, cfg, run_id, rules),
-    }
+        with step(f"ingest {feed}") as s:
+            s.rows = ingest_feed(spark, lake, feed, root, run_id, run_start).delivered
+    counts = {}
+    for feed, refine in (("clickstream", refine_clickstream), ("orders", refine_orders)):
+        with step(f"refine {feed}") as s:
+            counts[feed] = refine(lake, cfg, run_id, rules)
+            s.rows = counts[feed].delivered
+    return counts
 
 
 # --------------------------------------------------------------------------- publishing
@@ -150,6 +154,8 @@ def publish_date(
     current = build_snapshot(sources.events, sources.orders, sources.identity, d, params, model)
     current = current.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        with step(f"snapshot {d}") as s:
+            s.rows = current.count()
         dates = [x for x in published_dates(lake) if x != d]
         prev_date = max((x for x in dates if x < d), default=None)
         next_date = min((x for x in dates if x > d), default=None)
@@ -172,12 +178,14 @@ def publish_date(
                 previous,
                 has_input,
             )
-            validation = _gate(lake, rules, run_id, d, frames)
+            with step(f"validate {d}"):
+                validation = _gate(lake, rules, run_id, d, frames)
         versions = {}
-        for spec, df in outputs.items():  # dict order: snapshot first, summary last
-            versions[spec.name] = lake.overwrite(
-                spec, df, replace={"snapshot_date": [d]}, run_id=run_id
-            ).version
+        with step(f"write {d}"):
+            for spec, df in outputs.items():  # dict order: snapshot first, summary last
+                versions[spec.name] = lake.overwrite(
+                    spec, df, replace={"snapshot_date": [d]}, run_id=run_id
+                ).version
         if next_date is not None:
             nxt = _snapshot_of(lake, next_date).persist(StorageLevel.MEMORY_AND_DISK)
             for spec, df in _movement(spark, nxt, current, next_date, d, model).items():

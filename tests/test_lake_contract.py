@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -147,3 +148,16 @@ def test_delta_rs_tables_read_back_in_deltalake_and_polars(spark, tmp_path):
     assert by_id["b"]["null_count.amount"] == 1 and by_id["b"]["max.id"] == "b"
     assert by_id["a"]["min.amount"] == Decimal("10.05") and by_id["a"]["null_count.amount"] == 0
     assert by_id["a"]["max.at"] is not None
+
+
+def test_every_tenth_commit_writes_a_checkpoint_and_retention_is_declared(spark, lake):
+    for i in range(10):
+        lake.append(SPEC, _df(spark, ROWS[:1]), run_id=f"r{i}")
+    log = Path(lake.path(SPEC)) / "_delta_log"
+    assert lake.version(SPEC) == 10
+    assert (log / "00000000000000000010.checkpoint.parquet").exists()
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 10
+    config = DeltaTable(lake.path(SPEC)).metadata().configuration
+    assert config["delta.checkpointInterval"] == "10"
+    assert config["delta.deletedFileRetentionDuration"] == "interval 7 days"
+    assert lake.read(SPEC).count() == 10  # readers start from the checkpoint

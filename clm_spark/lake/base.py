@@ -33,6 +33,16 @@ class TableSpec:
         return [f.name for f in self.schema.fields]
 
 
+# Table properties every table is created with: a checkpoint every 10 commits (as Spark's Delta
+# does by default; delta-rs alone would wait for 100) so readers replay short logs, and the
+# retention windows written out explicitly so time travel and VACUUM behave the same everywhere.
+TABLE_PROPERTIES = {
+    "delta.checkpointInterval": "10",
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+
+
 @dataclass(frozen=True)
 class Txn:
     """An idempotency key: a write whose (app_id, version) the table already holds is a no-op."""

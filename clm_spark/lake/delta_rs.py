@@ -22,7 +22,15 @@ from deltalake.transaction import AddAction
 from pyspark.sql import DataFrame
 
 from clm_spark.errors import LakeError
-from clm_spark.lake.base import Lake, TableSpec, Txn, WriteResult, assert_schema, partition_value
+from clm_spark.lake.base import (
+    TABLE_PROPERTIES,
+    Lake,
+    TableSpec,
+    Txn,
+    WriteResult,
+    assert_schema,
+    partition_value,
+)
 from clm_spark.lake.stats import file_stats
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ class DeltaRsLake(Lake):
             partition_by=list(spec.partition_by) or None,
             name=spec.name.replace("/", "_"),
             description=spec.comment,
+            configuration=TABLE_PROPERTIES,
             mode="ignore",
         )
 
@@ -118,7 +127,11 @@ class DeltaRsLake(Lake):
             raise
         finally:
             _delete_dir_quietly(fs, staging)
-        version = DeltaTable(table_path).version()
+        committed = DeltaTable(table_path)
+        version = committed.version()
+        interval = int(committed.metadata().configuration.get("delta.checkpointInterval", "10"))
+        if version % interval == 0:
+            committed.create_checkpoint()  # what Spark's Delta does after every tenth commit
         return WriteResult(version=version, files=len(actions))
 
     def _collect_files(self, spec, fs, staging, table_path, moved) -> list[AddAction]:

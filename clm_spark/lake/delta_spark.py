@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import DataFrame
 
 from clm_spark.errors import LakeError
-from clm_spark.lake.base import Lake, TableSpec, Txn, WriteResult, assert_schema, replace_predicate
+from clm_spark.lake.base import TABLE_PROPERTIES, Lake, TableSpec, Txn, WriteResult, assert_schema, replace_predicate
 
 
 class DeltaSparkLake(Lake):
@@ -24,6 +24,8 @@ class DeltaSparkLake(Lake):
             )
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
+        for key, value in TABLE_PROPERTIES.items():
+            builder = builder.property(key, value)
         builder.execute()
 
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:

@@ -1,0 +1,255 @@
+"""Charts and the offline HTML report over the small gold tables (no Spark needed).
+
+Everything here reads aggregates only: `gold/segment_summary`, `gold/segment_transition_matrix`
+and `gold/rfm_cutpoints` hold a few dozen rows per date, so they are read with `deltalake` into
+pandas on one machine. Customer-level rows are never loaded. The notebook in `notebooks/` calls
+the same functions, so the notebook and `clm report` always show the same pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import posixpath
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import pandas as pd
+from deltalake import DeltaTable
+from matplotlib.figure import Figure
+
+from clm_spark.errors import ClmError
+from clm_spark.lifecycle.segments import DEFAULT_STAGES
+from clm_spark.tables import RFM_CUTPOINTS, SEGMENT_SUMMARY, SEGMENT_TRANSITION_MATRIX
+
+NEW, LEFT = "(new)", "(left)"
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The aggregates behind every chart: all dates of the summary, the latest date of the rest."""
+
+    summary: pd.DataFrame  # every date x segment
+    matrix: pd.DataFrame  # latest date: from_segment, to_segment, persons
+    cutpoints: pd.DataFrame  # latest date: dimension, score, min/max, customers
+    latest: date
+
+    @property
+    def dates(self) -> list[date]:
+        return sorted(self.summary["snapshot_date"].unique())
+
+    def stages(self) -> list[str]:
+        present = list(dict.fromkeys(self.summary["stage"]))
+        return [s for s in DEFAULT_STAGES if s in present] + [s for s in present if s not in DEFAULT_STAGES]
+
+
+def _read(root: str, name: str, latest: date | None = None) -> pd.DataFrame:
+    path = posixpath.join(root.rstrip("/"), name)
+    if not DeltaTable.is_deltatable(path):
+        raise ClmError(f"{name} does not exist under {root}: publish a snapshot first (clm run --date D)")
+    filters = None if latest is None else [("snapshot_date", "=", latest)]
+    return DeltaTable(path).to_pandas(filters=filters)
+
+
+def load_report_data(root: str) -> ReportData:
+    """Read the three small gold tables of the lake at `root`."""
+    summary = _read(root, SEGMENT_SUMMARY.name)
+    if summary.empty:
+        raise ClmError(f"no snapshot published yet under {root}")
+    summary["snapshot_date"] = pd.to_datetime(summary["snapshot_date"]).dt.date
+    summary = summary.sort_values(["snapshot_date", "stage", "segment"], ignore_index=True)
+    latest = max(summary["snapshot_date"])
+    matrix = _read(root, SEGMENT_TRANSITION_MATRIX.name, latest)
+    cutpoints = _read(root, RFM_CUTPOINTS.name, latest).sort_values(["dimension", "score"], ignore_index=True)
+    return ReportData(summary, matrix, cutpoints, latest)
+
+
+def _segment_order(data: ReportData) -> list[str]:
+    order = {s: i for i, s in enumerate(data.stages())}
+    latest = data.summary[data.summary["snapshot_date"] == data.latest]
+    return list(latest.assign(o=latest["stage"].map(order)).sort_values(["o", "segment"])["segment"])
+
+
+def segment_mix_chart(data: ReportData) -> Figure:
+    """Share of the population per segment, one stacked bar per snapshot date."""
+    segments = _segment_order(data)
+    pivot = data.summary.pivot_table(index="snapshot_date", columns="segment", values="share", aggfunc="sum")
+    pivot = pivot.reindex(columns=segments).fillna(0.0)
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
+    ax = fig.subplots()
+    labels = [d.isoformat() for d in pivot.index]
+    bottom = [0.0] * len(pivot)
+    colors = _palette(len(segments))
+    for segment, color in zip(segments, colors, strict=True):
+        values = list(pivot[segment])
+        ax.bar(labels, values, bottom=bottom, label=segment, color=color, width=0.7)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("share of population")
+    ax.set_ylim(0, 1)
+    ax.set_title("Segment mix over time")
+    ax.tick_params(axis="x", labelrotation=45 if len(labels) > 6 else 0)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
+def transition_heatmap(data: ReportData) -> Figure:
+    """Persons moving from each segment (rows, previous date) to each segment (columns) on the latest date."""
+    segments = _segment_order(data)
+    m = data.matrix.assign(
+        from_segment=data.matrix["from_segment"].fillna(NEW),
+        to_segment=data.matrix["to_segment"].fillna(LEFT),
+    )
+    grid = m.pivot_table(index="from_segment", columns="to_segment", values="persons", aggfunc="sum")
+    grid = grid.reindex(index=[NEW, *segments], columns=[*segments, LEFT]).fillna(0).astype("int64")
+    fig = Figure(figsize=(10, 8.2), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid.to_numpy(), cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(grid.index)), grid.index, fontsize=8)
+    ax.set_xlabel(f"segment on {data.latest}")
+    ax.set_ylabel("segment on the previous snapshot")
+    ax.set_title(f"Segment transitions into {data.latest}")
+    peak = max(int(grid.to_numpy().max()), 1)
+    for (i, j), value in _cells(grid):
+        if value:
+            color = "white" if value > peak / 2 else "black"
+            ax.text(j, i, f"{value:,}", ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="persons")
+    return fig
+
+
+def stage_funnel(data: ReportData) -> Figure:
+    """Persons per lifecycle stage on the latest date, in lifecycle order."""
+    latest = data.summary[data.summary["snapshot_date"] == data.latest]
+    stages = data.stages()
+    persons = latest.groupby("stage")["persons"].sum().reindex(stages).fillna(0).astype("int64")
+    total = max(int(persons.sum()), 1)
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(stages[::-1], list(persons)[::-1], color=_palette(len(stages))[::-1])
+    for y, value in enumerate(list(persons)[::-1]):
+        ax.text(value, y, f" {value:,} ({value / total:.0%})", va="center", fontsize=9)
+    ax.set_xlabel("persons")
+    ax.set_title(f"Lifecycle stages on {data.latest}")
+    ax.margins(x=0.2)
+    return fig
+
+
+def rfm_distribution(data: ReportData) -> Figure:
+    """Customers per R, F and M score on the latest date."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    names = {"r": "recency", "f": "frequency", "m": "monetary"}
+    for ax, dim in zip(axes, ("r", "f", "m"), strict=True):
+        part = data.cutpoints[data.cutpoints["dimension"] == dim]
+        ax.bar(part["score"].astype(str), part["customers"], color="#4c72b0")
+        ax.set_title(f"{names[dim]} score")
+        ax.set_xlabel("score")
+    axes[0].set_ylabel("customers")
+    fig.suptitle(f"RFM score distribution on {data.latest}")
+    return fig
+
+
+def charts(data: ReportData) -> dict[str, Figure]:
+    return {
+        "Segment mix over time": segment_mix_chart(data),
+        "Transition matrix": transition_heatmap(data),
+        "Stage funnel": stage_funnel(data),
+        "RFM score distributions": rfm_distribution(data),
+    }
+
+
+def summary_table(data: ReportData) -> pd.DataFrame:
+    """The latest date's segment summary in lifecycle order, as shown in the report."""
+    order = {s: i for i, s in enumerate(data.stages())}
+    latest = data.summary[data.summary["snapshot_date"] == data.latest]
+    latest = latest.assign(o=latest["stage"].map(order)).sort_values(["o", "segment"])
+    return latest[
+        ["stage", "segment", "segment_name", "persons", "share", "entered", "left", "avg_monetary"]
+    ].reset_index(drop=True)
+
+
+def write_html_report(data: ReportData, out_path: str) -> str:
+    """One self-contained HTML file (charts inlined as PNG data URIs, no scripts, no network)."""
+    table = summary_table(data)
+    rows = "\n".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in (r.stage, r.segment, r.segment_name))
+        + "".join(
+            f'<td class="n">{html.escape(v)}</td>'
+            for v in (
+                f"{r.persons:,}",
+                f"{r.share:.1%}",
+                f"{r.entered:,}",
+                f"{r.left:,}",
+                "-" if pd.isna(r.avg_monetary) else str(r.avg_monetary),
+            )
+        )
+        + "</tr>"
+        for r in table.itertuples()
+    )
+    figures = "\n".join(
+        f'<section><h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{_png(fig)}"></section>'
+        for title, fig in charts(data).items()
+    )
+    population = int(table["persons"].sum())
+    dates = ", ".join(d.isoformat() for d in data.dates)
+    page = _PAGE.format(
+        latest=data.latest.isoformat(),
+        population=f"{population:,}",
+        dates=html.escape(dates),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        rows=rows,
+        figures=figures,
+    )
+    try:
+        with open(out_path, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    except OSError as exc:
+        raise ClmError(f"cannot write the report to {out_path}: {exc.strerror or exc}") from exc
+    return out_path
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _cells(grid: pd.DataFrame):
+    values = grid.to_numpy()
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            yield (i, j), int(values[i, j])
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>clm-spark report {latest}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 64rem; color: #222; }}
+h1 {{ margin-bottom: 0.2rem; }} .meta {{ color: #666; margin-top: 0; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.3rem 0.5rem; text-align: left; }}
+th {{ background: #f3f3f3; }} td.n, th.n {{ text-align: right; }}
+img {{ max-width: 100%; }} section {{ margin-top: 2rem; }}
+</style></head><body>
+<h1>Customer lifecycle report &mdash; {latest}</h1>
+<p class="meta">Population {population} persons &middot; snapshot dates: {dates} &middot; generated {generated}</p>
+<h2>Segment summary on {latest}</h2>
+<table><thead><tr><th>stage</th><th>segment</th><th>name</th><th class="n">persons</th><th class="n">share</th>
+<th class="n">entered</th><th class="n">left</th><th class="n">avg monetary</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+{figures}
+</body></html>
+"""
