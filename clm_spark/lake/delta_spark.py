@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import DataFrame
 
 from clm_spark.errors import LakeError
-from clm_spark.lake.base import TABLE_PROPERTIES, Lake, TableSpec, Txn, WriteResult, assert_schema, replace_predicate
+from clm_spark.lake.base import (
+    TABLE_PROPERTIES,
+    Lake,
+    TableSpec,
+    Txn,
+    WriteResult,
+    assert_schema,
+    replace_predicate,
+)
 
 
 class DeltaSparkLake(Lake):
