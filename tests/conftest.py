@@ -37,3 +37,19 @@ def engine(request, spark):
     if request.param == "delta-spark" and not delta_spark_available(spark):
         pytest.skip("Delta JVM connector not on the classpath (set CLM_DELTA_JARS or --packages)")
     return request.param
+
+
+@pytest.fixture(scope="session")
+def published(spark, tmp_path_factory):
+    """A small generated raw lake, published in order for three dates (shared by the output tests)."""
+    from helpers import PUBLISHED_DATES, lake_context
+
+    from clm_spark.app import run_dates
+    from clm_spark.ingest.generate import generate
+
+    tmp = tmp_path_factory.mktemp("published")
+    generate(tmp / "raw", persons=300, days=20, start=PUBLISHED_DATES[0].replace(day=1), seed=5, bad_rate=0.02)
+    ctx = lake_context(spark, tmp, tmp / "raw", "lake")
+    run_dates(ctx, list(PUBLISHED_DATES), "backfill")
+    ctx.raw = tmp / "raw"
+    return ctx

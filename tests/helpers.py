@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import yaml
 
 from clm_spark.app import Context, load_quality_rules, prepare
 from clm_spark.lake import open_lake
+
+# generated data runs 2024-01-01 .. 2024-01-20; the shared `published` lake holds its last three days
+PUBLISHED_DATES = (date(2024, 1, 18), date(2024, 1, 19), date(2024, 1, 20))
 
 
 def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Context:

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 
 import pytest
 from chispa import assert_df_equality
-from helpers import lake_context
+from helpers import PUBLISHED_DATES, lake_context
 from pyspark.sql import functions as F
 
 from clm_spark.app import run_dates
-from clm_spark.ingest.generate import generate
 from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS, GOLD_TABLES, PIPELINE_RUNS
 
-START = date(2024, 1, 1)
-DAYS = 20
-D1, D2, D3 = (START + timedelta(days=DAYS - 3 + i) for i in range(3))
-
-
-@pytest.fixture(scope="module")
-def raw_dir(tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw")
-    generate(raw, persons=300, days=DAYS, start=START, seed=5, bad_rate=0.02)
-    return raw
+D1, D2, D3 = PUBLISHED_DATES
 
 
 @pytest.mark.slow
-def test_out_of_order_and_reruns_give_the_in_order_tables(spark, raw_dir, tmp_path):
-    in_order = lake_context(spark, tmp_path, raw_dir, "a")
-    run_dates(in_order, [D1, D2, D3], "backfill")
+def test_out_of_order_and_reruns_give_the_in_order_tables(spark, published, tmp_path):
+    in_order, raw_dir = published, published.raw
 
     shuffled = lake_context(spark, tmp_path, raw_dir, "b")
     run_dates(shuffled, [D3], "run")
