@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # under spark-submit a handler may already be installed; ours must win
     )
     for noisy in ("py4j", "great_expectations", "deltalake", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

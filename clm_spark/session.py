@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,12 @@ def build_session(app_name: str = "clm-spark", extra_conf: dict[str, str] | None
     `local[*]` session is built. `extra_conf` (config `spark.*`) is applied on top, and
     `CLM_DELTA_JARS` (comma-separated jar paths) puts the Delta connector on the classpath.
     """
+    # spark-submit (or a notebook's running context) owns the master and confs; PYSPARK_GATEWAY_PORT
+    # is how spark-submit hands its JVM to this Python process. Attach to that JVM first: a
+    # SparkConf built before it is empty and knows nothing of spark-submit's --master / --conf.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
+    SparkContext._ensure_initialized()
     conf = SparkConf()
-    submitted = conf.contains("spark.master")
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
         # embedded run: Python workers use this interpreter (and its installed packages)

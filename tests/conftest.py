@@ -48,7 +48,9 @@ def published(spark, tmp_path_factory):
     from clm_spark.ingest.generate import generate
 
     tmp = tmp_path_factory.mktemp("published")
-    generate(tmp / "raw", persons=300, days=20, start=PUBLISHED_DATES[0].replace(day=1), seed=5, bad_rate=0.02)
+    generate(
+        tmp / "raw", persons=300, days=20, start=PUBLISHED_DATES[0].replace(day=1), seed=5, bad_rate=0.02
+    )
     ctx = lake_context(spark, tmp, tmp / "raw", "lake")
     run_dates(ctx, list(PUBLISHED_DATES), "backfill")
     ctx.raw = tmp / "raw"

@@ -14,8 +14,8 @@ from clm_spark.lake import open_lake
 PUBLISHED_DATES = (date(2024, 1, 18), date(2024, 1, 19), date(2024, 1, 20))
 
 
-def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Context:
-    """A run context over `raw` with a fresh delta-rs lake, from conf/clm.yaml with paths replaced."""
+def write_config(tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Path:
+    """conf/clm.yaml with the lake under `tmp/name` and the raw feeds under `raw`; returns its path."""
     conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
     conf["lake"] = {"root": str(tmp / name), "engine": "delta-rs"}
     conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
@@ -23,7 +23,12 @@ def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool
     conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve()), "enabled": validate}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(conf))
-    cfg, model = prepare(str(path))
+    return path
+
+
+def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Context:
+    """A run context over `raw` with a fresh delta-rs lake, from conf/clm.yaml with paths replaced."""
+    cfg, model = prepare(str(write_config(tmp, raw, name, validate)))
     return Context(
         cfg, model, spark, open_lake(spark, cfg.lake.root, "delta-rs"), load_quality_rules(cfg, model)
     )

@@ -75,14 +75,13 @@ def build_summary(
         .groupBy(F.col("from_segment").alias("segment"))
         .agg(F.count(F.lit(1)).alias("left"))
     )
-    population = F.sum("persons").over(Window.partitionBy())  # over the configured segments: ~14 rows
     out = (
         segments.join(per, "segment", "left")
         .join(entered, "segment", "left")
         .join(left, "segment", "left")
         .withColumn("persons", F.coalesce("persons", F.lit(0)))
     )
-    pop = out.withColumn("_pop", population)
+    pop = out.crossJoin(out.agg(F.sum("persons").alias("_pop")))  # one row: the population of D
     return pop.select(
         F.lit(d).alias("snapshot_date"),
         "segment",

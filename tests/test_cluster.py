@@ -1,0 +1,143 @@
+"""A real multi-process cluster: a Spark standalone master and two workers on 127.0.0.1.
+
+`spark-submit --master spark://... --py-files clm_spark.zip jobs/daily.py` runs the daily job
+there; its snapshot must equal the one the embedded session published from the same raw files.
+Every process the test starts is stopped by pid, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from helpers import PUBLISHED_DATES, write_config
+from pyspark.find_spark_home import _find_spark_home
+
+from clm_spark.lake import open_lake
+from clm_spark.tables import CUSTOMER_SNAPSHOT, PIPELINE_RUNS, SEGMENT_SUMMARY
+
+REPO = Path(__file__).resolve().parents[1]
+SPARK_HOME = Path(_find_spark_home())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"{log.name}: process exited ({proc.returncode}):\n{log.read_text()[-2000:]}"
+            )
+        time.sleep(0.5)
+    raise AssertionError(f"{log.name}: no {text!r} after {seconds}s:\n{log.read_text()[-2000:]}")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+@pytest.fixture
+def standalone_cluster(tmp_path):
+    """Master + two one-core workers; yields the master URL and the workers' work dirs."""
+    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1"}
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    port = _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(
+            [spark_class, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+        )
+        procs.append(proc)
+        return proc, log
+
+    try:
+        master, master_log = start(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            *("--host", "127.0.0.1", "--port", str(port), "--webui-port", str(_free_port())),
+        )
+        _wait_for(master_log, "I have been elected leader", master)
+        work_dirs = []
+        for i in (1, 2):
+            work = tmp_path / f"worker{i}"
+            worker, worker_log = start(
+                f"worker{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                *("--host", "127.0.0.1", "--cores", "1", "--memory", "1500m"),
+                *("--webui-port", str(_free_port()), "--work-dir", str(work), url),
+            )
+            _wait_for(worker_log, "Successfully registered with master", worker)
+            work_dirs.append(work)
+        yield url, work_dirs
+    finally:
+        _stop(procs)
+        assert all(p.poll() is not None for p in procs), "a cluster process outlived the test"
+
+
+@pytest.mark.slow
+def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, published, spark, tmp_path):
+    url, work_dirs = standalone_cluster
+    zip_path = shutil.make_archive(str(tmp_path / "clm_spark"), "zip", REPO, "clm_spark")  # = make package
+    config = write_config(tmp_path, published.raw, "cluster-lake", validate=True)
+    day = PUBLISHED_DATES[-1]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    env.pop("SPARK_HOME", None)
+    result = subprocess.run(
+        [
+            str(SPARK_HOME / "bin" / "spark-submit"),
+            *("--master", url, "--py-files", zip_path),
+            *("--driver-memory", "1g", "--executor-memory", "1g", "--total-executor-cores", "2"),
+            *("--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false"),
+            str(REPO / "jobs" / "daily.py"),
+            *("--config", str(config), "--date", str(day)),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr  # spark-submit merges the Python driver's stderr into stdout
+    assert "succeeded" in result.stdout and f"master {url}" in output
+    assert "[snapshot " in output and "rows," in output  # progress lines
+    assert "No Partition Defined for Window" not in output  # nothing funnels into one task
+
+    # executors really ran on both workers
+    for work in work_dirs:
+        assert list(work.glob("app-*/*/stderr")), f"no executor ran under {work}"
+
+    lake = open_lake(spark, str(tmp_path / "cluster-lake"), "delta-rs")
+    mine = lake.read(CUSTOMER_SNAPSHOT)
+    reference = published.lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{day}'")
+    assert mine.count() > 0
+    assert_df_equality(mine, reference, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    assert lake.read(SEGMENT_SUMMARY).count() == len(published.model.rules)
+    [run] = lake.read(PIPELINE_RUNS).collect()
+    assert run.status == "succeeded" and run.engine == "delta-rs" and "passed" in run.validation
