@@ -32,8 +32,8 @@ test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff check + format check
-	$(VENV)/bin/ruff check clm_spark jobs tests
-	$(VENV)/bin/ruff format --check clm_spark jobs tests
+	$(VENV)/bin/ruff check clm_spark jobs tests deploy
+	$(VENV)/bin/ruff format --check clm_spark jobs tests deploy
 
 demo: $(STAMP) ## generate sample data, run several days, print the summary
 	$(VENV)/bin/clm demo --config $(CONFIG)

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="ingest + refine + snapshot + transitions + validation for one date"
     )
-    run.add_argument("--date", required=True, help="snapshot date D (YYYY-MM-DD, UTC)")
+    run.add_argument("--date", required=True, help="snapshot date D: YYYY-MM-DD, today or yesterday (UTC)")
 
     backfill = sub.add_parser(
         "backfill", parents=[common], help="publish every date from --start to --end in order"

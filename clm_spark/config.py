@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -279,9 +279,16 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
     return cfg
 
 
-def parse_date(value: str, key: str = "--date") -> date:
-    """Parse YYYY-MM-DD or raise a one-line ConfigError naming the option."""
+def parse_date(value: str, key: str = "--date", today: date | None = None) -> date:
+    """Parse YYYY-MM-DD, or `today` / `yesterday` (UTC), or raise a one-line ConfigError naming the option.
+
+    The relative words are for schedulers that have no date templating (a Databricks job run
+    shortly after midnight UTC publishes `yesterday`, the last complete day).
+    """
+    if value in ("today", "yesterday"):
+        now = today or datetime.now(UTC).date()
+        return now if value == "today" else now - timedelta(days=1)
     try:
         return date.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a date YYYY-MM-DD, got {value!r}") from None
+        raise ConfigError(f"{key}: expected a date YYYY-MM-DD, today or yesterday, got {value!r}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -84,8 +85,15 @@ def test_missing_files_and_bad_rates(conf_dir):
 
 
 def test_bad_date_is_one_line():
-    with pytest.raises(ConfigError, match="--date: expected a date YYYY-MM-DD, got '2024-02-30'"):
+    with pytest.raises(
+        ConfigError, match="--date: expected a date YYYY-MM-DD, today or yesterday, got '2024-02-30'"
+    ):
         parse_date("2024-02-30")
+
+
+def test_relative_dates_are_utc_days():
+    assert parse_date("yesterday", today=date(2024, 3, 1)) == date(2024, 2, 29)
+    assert parse_date("today", today=date(2024, 3, 1)) == date(2024, 3, 1)
 
 
 def test_cli_exit_code_2_and_one_line_on_config_error(conf_dir):
