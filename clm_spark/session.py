@@ -40,8 +40,10 @@ def build_session(app_name: str = "clm-spark", extra_conf: dict[str, str] | None
     # spark-submit (or a notebook's running context) owns the master and confs; PYSPARK_GATEWAY_PORT
     # is how spark-submit hands its JVM to this Python process. Attach to that JVM first: a
     # SparkConf built before it is empty and knows nothing of spark-submit's --master / --conf.
+    # An embedded run must not start the JVM here: spark.driver.memory only counts at JVM launch.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
-    SparkContext._ensure_initialized()
+    if submitted:
+        SparkContext._ensure_initialized()
     conf = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
