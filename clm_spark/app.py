@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from clm_spark import failpoints
 from clm_spark.config import Config, load_config, parse_date
 from clm_spark.errors import ClmError, ConfigError, ValidationFailed
 from clm_spark.lifecycle.segments import SegmentModel, coverage_grid, load_segments
@@ -47,15 +48,29 @@ def open_context(cfg: Config, model: SegmentModel) -> Context:
     rules = load_quality_rules(cfg, model)  # a bad expectations file fails before the session starts
     spark = build_session("clm-spark", cfg.spark)
     spark.sparkContext.setLogLevel("WARN")
-    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, cfg.lake.engine), rules)
+    lake = open_lake(spark, cfg.lake.root, cfg.lake.engine, failpoints.write_hooks())
+    return Context(cfg, model, spark, lake, rules)
 
 
 def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
-    """Ingest + refine once, then publish each date in order; always records the run."""
-    from clm_spark.pipeline import Sources, ingest_and_refine, publish_date
-    from clm_spark.runs import RunRecord, new_run_id
+    """Ingest + refine once, then publish each date in order; always records the run.
 
-    run = RunRecord(new_run_id(job), job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
+    The whole run holds the lake lock (see clm_spark.lock): a run for an overlapping date fails
+    at once without writing anything, a run for other dates waits for this one.
+    """
+    from clm_spark.lock import lake_lock
+    from clm_spark.runs import new_run_id
+
+    run_id = new_run_id(job)
+    with lake_lock(ctx.cfg.lake.root, run_id, dates, ctx.cfg.lake.lock_wait_seconds):
+        return _run_locked(ctx, dates, job, run_id, tamper)
+
+
+def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) -> dict:
+    from clm_spark.pipeline import Sources, ingest_and_refine, publish_date
+    from clm_spark.runs import RunRecord
+
+    run = RunRecord(run_id, job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
     try:
         counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at, ctx.rules)
         run.counts = {k: v.as_dict() for k, v in counts.items()}
@@ -90,6 +105,7 @@ def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
         )
         raise ClmError(f"run {run.run_id} failed: {run.error}") from exc
     finally:
+        failpoints.hit("before_run_record")
         run.write(ctx.lake)
 
 
@@ -200,4 +216,17 @@ def bench_command(config_path: str, scale: float) -> int:
     cfg, model = prepare(config_path)
     print(f"clm bench at scale {scale:g}")
     run_bench(open_context(cfg, model), scale)
+    return 0
+
+
+def vacuum_command(config_path: str, retain_hours: float, force: bool) -> int:
+    from clm_spark.lock import lake_lock
+    from clm_spark.maintenance import check_retention, vacuum_lake
+
+    check_retention(retain_hours, force)
+    cfg = load_config(config_path)
+    with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds):  # never mid-write
+        removed = vacuum_lake(cfg.lake.root, retain_hours, force)  # deltalake only: no Spark session
+    for table, n in removed.items():
+        print(f"  {table:<32} {n:>6} file(s) removed")
     return 0

@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default=None, help="output file (default <lake.root>/_reports/clm-report-<date>.html)"
     )
 
+    vacuum = sub.add_parser(
+        "vacuum", parents=[common], help="delete files no table version needs (retention, see README)"
+    )
+    vacuum.add_argument(
+        "--retain-hours", type=float, default=168, help="keep unreferenced files this long (default 168)"
+    )
+    vacuum.add_argument("--force", action="store_true", help="allow --retain-hours below 168")
+
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
@@ -103,6 +111,8 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
         return app.backfill_command(config_path, args.start, args.end)
     if args.command == "bench":
         return app.bench_command(config_path, args.scale)
+    if args.command == "vacuum":
+        return app.vacuum_command(config_path, args.retain_hours, args.force)
     if args.command == "report":
         return app.report_command(config_path, args.out)
     if args.command == "demo":

@@ -25,6 +25,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class LakeConfig:
     root: str
     engine: str = "auto"
+    lock_wait_seconds: int = 1800
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _check(cfg: Config) -> None:
         ("rfm.score_bins", cfg.rfm.score_bins, 2),
         ("visitors.active_days", cfg.visitors.active_days, 1),
         ("ingest.max_future_days", cfg.ingest.max_future_days, 0),
+        ("lake.lock_wait_seconds", cfg.lake.lock_wait_seconds, 0),
     ):
         if value < low:
             raise ConfigError(f"config key '{key}': must be >= {low}, got {value}")
@@ -262,7 +264,11 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
     base_ccy = cfg.currency.base
     rates = _rates(rates_raw, base_ccy) if rates_raw is not None else {base_ccy: Decimal(1)}
     cfg = Config(
-        lake=LakeConfig(root=_resolve(cfg.lake.root, base), engine=cfg.lake.engine),
+        lake=LakeConfig(
+            root=_resolve(cfg.lake.root, base),
+            engine=cfg.lake.engine,
+            lock_wait_seconds=cfg.lake.lock_wait_seconds,
+        ),
         raw=RawConfig(_resolve(cfg.raw.clickstream, base), _resolve(cfg.raw.orders, base)),
         rfm=cfg.rfm,
         visitors=cfg.visitors,

@@ -60,9 +60,10 @@ class WriteResult:
 
 @dataclass
 class WriteHooks:
-    """Test seams for fault injection: called with the table name just before the commit."""
+    """Test seams for fault injection: called with the table name just before / after the commit."""
 
     before_commit: Callable[[str], None] | None = None
+    after_commit: Callable[[str], None] | None = None
 
 
 def _sig(schema: StructType) -> list[tuple[str, str]]:

@@ -127,6 +127,8 @@ class DeltaRsLake(Lake):
             raise
         finally:
             _delete_dir_quietly(fs, staging)
+        if self.hooks.after_commit:
+            self.hooks.after_commit(spec.name)
         committed = DeltaTable(table_path)
         version = committed.version()
         interval = int(committed.metadata().configuration.get("delta.checkpointInterval", "10"))

@@ -74,4 +74,6 @@ class DeltaSparkLake(Lake):
         if self.hooks.before_commit:
             self.hooks.before_commit(spec.name)
         writer.save(self.path(spec))
+        if self.hooks.after_commit:
+            self.hooks.after_commit(spec.name)
         return WriteResult(version=self.version(spec))

@@ -1,0 +1,228 @@
+"""Faults, concurrency, late and empty data, retention and secrets, on real `clm` processes.
+
+"Checksum" = sha256 over a table's rows (volatile ingest timestamps left out) sorted, so two
+lakes match when they hold the same rows whatever their files, versions or history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from deltalake import DeltaTable
+from helpers import lake_context, write_config
+from pyspark.sql import functions as F
+
+from clm_spark.app import Context, load_quality_rules, prepare, run_dates
+from clm_spark.ingest.generate import generate
+from clm_spark.lake import open_lake
+from clm_spark.maintenance import vacuum_lake
+from clm_spark.tables import (
+    ALL_TABLES,
+    BRONZE_CLICKSTREAM,
+    CUSTOMER_SNAPSHOT,
+    GOLD_TABLES,
+    PIPELINE_RUNS,
+    SEGMENT_SUMMARY,
+)
+
+START = date(2024, 3, 1)
+D0, D = date(2024, 3, 9), date(2024, 3, 10)
+SECRET = "s3cr3t-Value-7f9b"
+VOLATILE = {"_ingested_at", "ingested_at"}
+DATA_TABLES = [t for t in ALL_TABLES if t is not PIPELINE_RUNS]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reliability") / "raw"
+    generate(path, persons=80, days=10, start=START, seed=9, bad_rate=0.03)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(spark, raw, tmp_path_factory):
+    """The uninterrupted run: one in-process backfill of D0..D."""
+    ctx = lake_context(spark, tmp_path_factory.mktemp("ref"), raw, "lake")
+    run_dates(ctx, [D0, D], "backfill")
+    return ctx.lake
+
+
+def checksum(lake, spec, where: str | None = None) -> str:
+    df = lake.read(spec)
+    if where:
+        df = df.filter(where)
+    cols = [c for c in spec.columns if c not in VOLATILE]
+    rows = sorted(r[0] for r in df.select(F.to_json(F.struct(*cols))).collect())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest() + f":{len(rows)}"
+
+
+def checksums(lake, tables=DATA_TABLES) -> dict[str, str]:
+    return {t.name: checksum(lake, t) for t in tables if lake.exists(t)}
+
+
+def _config(tmp: Path, raw: Path, name: str) -> Path:
+    path = write_config(tmp, raw, name)
+    conf = yaml.safe_load(path.read_text())
+    conf["spark"] = {
+        "spark.driver.memory": "1g",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.ui.enabled": "false",
+        "spark.hadoop.fs.s3a.secret.key": "${CLM_TEST_SECRET}",  # a secret that must never show
+    }
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def _clm(config: Path, *args: str, failpoint: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "CLM_TEST_SECRET": SECRET, "PYSPARK_PYTHON": sys.executable}
+    env.pop("CLM_FAILPOINT", None)
+    if failpoint:
+        env["CLM_FAILPOINT"] = failpoint
+    return subprocess.Popen(
+        [sys.executable, "-m", "clm_spark.cli", *args, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def _readers_see_only_committed_files(root: str) -> int:
+    """Every file in each table's log exists; returns the parquet files on disk that no log names."""
+    orphans = 0
+    for spec in ALL_TABLES:
+        path = Path(root) / spec.name
+        if not DeltaTable.is_deltatable(str(path)):
+            continue
+        table = DeltaTable(str(path))
+        referenced = {Path(u.removeprefix("file://")).resolve() for u in table.file_uris()}
+        assert all(p.exists() for p in referenced), f"{spec.name}: the log names a missing file"
+        on_disk = {p.resolve() for p in path.rglob("*.parquet") if "_delta_log" not in p.parts}
+        orphans += len(on_disk - referenced)
+    return orphans
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(spark, raw, reference, tmp_path):
+    config = _config(tmp_path, raw, "crash")
+    root = str(tmp_path / "crash")
+    backfill = ("backfill", "--start", str(D0), "--end", str(D))
+    outputs = []
+    for point in (
+        "before_commit:bronze/clickstream",  # data files written and moved, no commit
+        "after_commit:silver/events",  # silver half-written: identity and quarantine missing
+        "before_commit:gold/segment_summary",  # D0's other gold tables committed, summary not
+        "before_run_record",  # everything published, the run not recorded
+    ):
+        code, out = _finish(_clm(config, *backfill, failpoint=point))
+        outputs.append(out)
+        assert code == -signal.SIGKILL, f"{point}: expected to be killed, exit {code}\n{out[-2000:]}"
+        orphans = _readers_see_only_committed_files(root)
+        if point.startswith("before_commit:bronze"):
+            assert orphans > 0, "the kill did not happen after the data files were written"
+            assert DeltaTable(f"{root}/{BRONZE_CLICKSTREAM.name}").to_pyarrow_table().num_rows == 0
+        if point.startswith("before_commit:gold"):
+            crash = open_lake(spark, root, "delta-rs")
+            assert crash.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == D0).count() > 0
+            assert crash.read(SEGMENT_SUMMARY).count() == 0, "a date counts as present only with its summary"
+
+    code, out = _finish(_clm(config, *backfill))
+    outputs.append(out)
+    assert code == 0, out[-3000:]
+    crash = open_lake(spark, root, "delta-rs")
+    assert checksums(crash) == checksums(reference)
+    runs = crash.read(PIPELINE_RUNS).collect()
+    assert [r.status for r in runs] == ["succeeded"], "killed runs leave no record; the re-run does"
+
+    # nothing secret or personal leaks: logs, run records, any string column after bronze
+    assert not any(SECRET in out for out in outputs)
+    assert all(SECRET not in str(r.asDict()) for r in runs)
+    for spec in DATA_TABLES[2:]:
+        strings = [f.name for f in spec.schema.fields if f.dataType.simpleString() == "string"]
+        leaked = crash.read(spec).filter(F.exists(F.array(*strings), lambda c: c.rlike(r"[^\s@<]+@[^\s@>]+")))
+        assert leaked.count() == 0, f"an email reached {spec.name}"
+
+    # retention: vacuum clears what the dead runs left, never what a version needs
+    before = checksums(crash)
+    assert _readers_see_only_committed_files(root) > 0
+    removed = vacuum_lake(root, retain_hours=0, force=True)
+    assert sum(removed.values()) > 0
+    assert _readers_see_only_committed_files(root) == 0
+    assert not [p for t in ALL_TABLES for p in (Path(root) / t.name / "_staging").glob("*")]
+    assert checksums(open_lake(spark, root, "delta-rs")) == before
+
+
+@pytest.mark.slow
+def test_concurrent_runs_one_wins_per_date_and_other_dates_both_publish(spark, raw, reference, tmp_path):
+    config = _config(tmp_path, raw, "concurrent")
+    procs = [
+        _clm(config, "run", "--date", str(D)),
+        _clm(config, "run", "--date", str(D)),
+        _clm(config, "run", "--date", str(D0)),
+    ]
+    results = [_finish(p) for p in procs]
+    same_date = sorted(code for code, _ in results[:2])
+    assert same_date == [0, 1], [out[-1500:] for _, out in results]
+    loser = next(out for code, out in results[:2] if code == 1)
+    assert "is already publishing" in loser and "Traceback" not in loser
+    assert results[2][0] == 0, results[2][1][-2000:]
+
+    lake = open_lake(spark, str(tmp_path / "concurrent"), "delta-rs")
+    # transitions of D depend on whether D0 was present when D ran: compare order-free tables
+    order_free = [t for t in DATA_TABLES if t not in GOLD_TABLES] + [CUSTOMER_SNAPSHOT]
+    assert checksums(lake, order_free) == checksums(reference, order_free)
+    assert [r.status for r in lake.read(PIPELINE_RUNS).collect()] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.slow
+def test_late_files_and_an_empty_day(spark, raw, tmp_path):
+    late_raw = tmp_path / "raw"
+    shutil.copytree(raw, late_raw)
+    ctx = lake_context(spark, tmp_path, late_raw, "late")
+    run_dates(ctx, [D0, D], "backfill")
+    before = {d: checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{d}'") for d in (D0, D)}
+    versions = {t.name: ctx.lake.version(t) for t in GOLD_TABLES}
+
+    # a late file for the already published D0: a new customer's order and a visit
+    folder = late_raw / "orders" / f"dt={D0}"
+    (folder / "late-delivery.csv").write_text(
+        "order_id,customer_id,order_time,updated_at,status,amount,currency\n"
+        f"late-o1,late-c1,{D0}T12:00:00Z,{D0}T12:00:00Z,completed,99.90,EUR\n"
+    )
+    result = run_dates(ctx, [D0], "run")
+    assert result["counts"]["orders"]["delivered"] == 1 and result["counts"]["orders"]["accepted"] == 1
+    snap = ctx.lake.read(CUSTOMER_SNAPSHOT)
+    assert snap.filter(f"snapshot_date = '{D0}' and person_id = 'late-c1'").count() == 1
+    assert checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{D0}'") != before[D0]
+    assert checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{D}'") == before[D]  # until D is re-run
+    for table in GOLD_TABLES:  # the previous version of every gold table is still readable
+        assert ctx.lake.read(table, version=versions[table.name]).count() > 0
+
+    # an empty day: nothing new arrives, the snapshot still publishes and passes validation
+    cfg, model = prepare(str(write_config(tmp_path, late_raw, "late", validate=True)))
+    validating = Context(cfg, model, spark, ctx.lake, load_quality_rules(cfg, model))
+    nxt = D + timedelta(days=1)
+    result = run_dates(validating, [nxt], "run")
+    assert all(c["delivered"] == 0 for c in result["counts"].values())
+    assert "passed" in result["validation"]
+    snap = ctx.lake.read(CUSTOMER_SNAPSHOT)
+    today = snap.filter(f"snapshot_date = '{nxt}' and is_customer").select("person_id", "recency_days")
+    yesterday = snap.filter(f"snapshot_date = '{D}' and is_customer").select(
+        "person_id", F.col("recency_days").alias("before")
+    )
+    aged = today.join(yesterday, "person_id")
+    assert aged.count() > 0 and aged.filter("recency_days != before + 1").count() == 0
