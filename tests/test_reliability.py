@@ -31,20 +31,22 @@ from clm_spark.tables import (
     CUSTOMER_SNAPSHOT,
     GOLD_TABLES,
     PIPELINE_RUNS,
+    RFM_CUTPOINTS,
     SEGMENT_SUMMARY,
 )
 
 START = date(2024, 3, 1)
-D0, D = date(2024, 3, 9), date(2024, 3, 10)
+D0, D = date(2024, 3, 5), date(2024, 3, 6)
 SECRET = "s3cr3t-Value-7f9b"
 VOLATILE = {"_ingested_at", "ingested_at"}
 DATA_TABLES = [t for t in ALL_TABLES if t is not PIPELINE_RUNS]
+ORDER_FREE = [t for t in DATA_TABLES if t not in GOLD_TABLES]  # bronze and silver
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     path = tmp_path_factory.mktemp("reliability") / "raw"
-    generate(path, persons=80, days=10, start=START, seed=9, bad_rate=0.03)
+    generate(path, persons=50, days=6, start=START, seed=9, bad_rate=0.03)
     return path
 
 
@@ -120,15 +122,15 @@ def _readers_see_only_committed_files(root: str) -> int:
 def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(spark, raw, reference, tmp_path):
     config = _config(tmp_path, raw, "crash")
     root = str(tmp_path / "crash")
-    backfill = ("backfill", "--start", str(D0), "--end", str(D))
+    run_d = ("run", "--date", str(D))
     outputs = []
     for point in (
         "before_commit:bronze/clickstream",  # data files written and moved, no commit
         "after_commit:silver/events",  # silver half-written: identity and quarantine missing
-        "before_commit:gold/segment_summary",  # D0's other gold tables committed, summary not
+        "before_commit:gold/segment_summary",  # D's other gold tables committed, summary not
         "before_run_record",  # everything published, the run not recorded
     ):
-        code, out = _finish(_clm(config, *backfill, failpoint=point))
+        code, out = _finish(_clm(config, *run_d, failpoint=point))
         outputs.append(out)
         assert code == -signal.SIGKILL, f"{point}: expected to be killed, exit {code}\n{out[-2000:]}"
         orphans = _readers_see_only_committed_files(root)
@@ -137,14 +139,16 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(spark, ra
             assert DeltaTable(f"{root}/{BRONZE_CLICKSTREAM.name}").to_pyarrow_table().num_rows == 0
         if point.startswith("before_commit:gold"):
             crash = open_lake(spark, root, "delta-rs")
-            assert crash.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == D0).count() > 0
+            assert crash.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == D).count() > 0
             assert crash.read(SEGMENT_SUMMARY).count() == 0, "a date counts as present only with its summary"
 
-    code, out = _finish(_clm(config, *backfill))
+    code, out = _finish(_clm(config, *run_d))
     outputs.append(out)
     assert code == 0, out[-3000:]
     crash = open_lake(spark, root, "delta-rs")
-    assert checksums(crash) == checksums(reference)
+    assert checksums(crash, ORDER_FREE) == checksums(reference, ORDER_FREE)
+    for spec in (CUSTOMER_SNAPSHOT, RFM_CUTPOINTS):  # the reference also holds D0
+        assert checksum(crash, spec) == checksum(reference, spec, f"snapshot_date = '{D}'")
     runs = crash.read(PIPELINE_RUNS).collect()
     assert [r.status for r in runs] == ["succeeded"], "killed runs leave no record; the re-run does"
 
@@ -183,8 +187,9 @@ def test_concurrent_runs_one_wins_per_date_and_other_dates_both_publish(spark, r
 
     lake = open_lake(spark, str(tmp_path / "concurrent"), "delta-rs")
     # transitions of D depend on whether D0 was present when D ran: compare order-free tables
-    order_free = [t for t in DATA_TABLES if t not in GOLD_TABLES] + [CUSTOMER_SNAPSHOT]
-    assert checksums(lake, order_free) == checksums(reference, order_free)
+    assert checksums(lake, [*ORDER_FREE, CUSTOMER_SNAPSHOT]) == checksums(
+        reference, [*ORDER_FREE, CUSTOMER_SNAPSHOT]
+    )
     assert [r.status for r in lake.read(PIPELINE_RUNS).collect()] == ["succeeded", "succeeded"]
 
 
