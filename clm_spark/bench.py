@@ -10,12 +10,9 @@ import json
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
-from pyspark.sql import Window
-from pyspark.sql import functions as F
 
 BASE_PERSONS = 100_000
 DAYS = 60
@@ -115,7 +112,8 @@ def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
         stages,
     )
     d = START + timedelta(days=DAYS - 1)
-    sources = Sources.read(lake).cache()
+    naive_params = replace(snapshot_params(cfg), percentile="naive")
+    sources = Sources.read(lake)  # every stage reads silver from Parquet, as DuckDB does
     silver_rows = stages[-1].rows_out
     _timed(
         "snapshot",
@@ -132,31 +130,38 @@ def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
         stages,
     )
     _timed(
+        "naive",
+        lambda: (
+            build_snapshot(sources.events, sources.orders, sources.identity, d, naive_params, ctx.model)
+            .write.format("noop")
+            .mode("overwrite")
+            .save()
+        ),
+        lambda: silver_rows,
+        lambda: 0,
+        stages,
+    )
+    _timed(
         "publish",
         lambda: publish_date(ctx.spark, lake, cfg, ctx.model, d, run_id, sources, ctx.rules),
         lambda: silver_rows,
         lambda: lake.read(CUSTOMER_SNAPSHOT).count(),
         stages,
     )
-    snap = lake.read(CUSTOMER_SNAPSHOT)
-    _timed(
-        "naive",
-        lambda: _naive(snap).write.format("noop").mode("overwrite").save(),
-        lambda: snap.count(),
-        lambda: 0,
-        stages,
-    )
-    mismatches = _naive(snap).filter(F.col("m_percentile") != F.col("naive_m")).count()
-    ours = next(s for s in stages if s.name == "snapshot").seconds
+    ours = lake.read(CUSTOMER_SNAPSHOT)
+    naive = build_snapshot(sources.events, sources.orders, sources.identity, d, naive_params, ctx.model)
+    naive_mismatches = ours.exceptAll(naive).count() + naive.exceptAll(ours).count()
+    duck = _duckdb(str(lake_root.resolve()), d, snapshot_params(cfg), ctx.model, silver_rows, stages)
+    seconds = {s.name: s.seconds for s in stages}
     result = {
         "scale": scale,
         "persons": persons,
         "engine": lake.engine,
         "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
-        "naive_over_ours_snapshot": next(s for s in stages if s.name == "naive").seconds / ours
-        if ours
-        else None,
-        "naive_percentile_mismatches": mismatches,
+        "snapshot_ours_over_duckdb": seconds["snapshot"] / seconds["duckdb"] if duck else None,
+        "snapshot_ours_over_naive": seconds["snapshot"] / seconds["naive"],
+        "naive_mismatches": naive_mismatches,
+        "duckdb_mismatches": duck,
         "peak_rss_mb": {
             "python": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "jvm_driver": _jvm_peak_rss_mb(),
@@ -165,15 +170,34 @@ def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
     out = Path(out_dir) / "results" / f"bench-{scale:g}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    ratio = result["snapshot_ours_over_duckdb"]
     print(
-        f"  peak RSS: python {result['peak_rss_mb']['python']:.0f} MB, JVM driver "
-        f"{result['peak_rss_mb']['jvm_driver']:.0f} MB; naive m-percentile mismatches: {mismatches}"
+        f"  snapshot step: ours / DuckDB = {'n/a' if ratio is None else f'{ratio:.2f}'}, "
+        f"ours / naive = {result['snapshot_ours_over_naive']:.2f}; rows differing from ours: "
+        f"DuckDB {duck if duck is not None else 'n/a'}, naive {naive_mismatches}"
+    )
+    print(
+        f"  peak RSS: python {result['peak_rss_mb']['python']:.0f} MB, "
+        f"JVM driver {result['peak_rss_mb']['jvm_driver']:.0f} MB"
     )
     print(f"  figures written to {out}")
     return result
 
 
-def _naive(snap):
-    """The naive job: one un-partitioned window over every customer (moves them all to one partition)."""
-    cust = snap.filter("is_customer")
-    return cust.withColumn("naive_m", F.percent_rank().over(Window.orderBy("monetary")))
+def _duckdb(root: str, d, params, model, silver_rows: int, stages: list[Stage]) -> int | None:
+    """The single-node peer on the same silver files; returns rows differing from ours (None: no duckdb)."""
+    try:
+        import duckdb  # noqa: F401  (a dev dependency: `make bench` has it)
+    except ImportError:
+        print("  duckdb       not installed: single-node baseline skipped", flush=True)
+        return None
+    from clm_spark.baseline import compare, run_baseline
+
+    con, seconds, rows = run_baseline(root, d, params, model)
+    stages.append(Stage("duckdb", seconds, silver_rows, rows))
+    print(
+        f"  {'duckdb':<12} {seconds:8.1f}s  rows in {silver_rows:>12,}  out {rows:>12,}  "
+        f"{silver_rows / seconds if seconds else 0:>12,.0f} rows/s",
+        flush=True,
+    )
+    return compare(con, root, d)
