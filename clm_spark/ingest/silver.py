@@ -99,7 +99,8 @@ def _refine(
         log.info("%s: nothing new to refine", feed)
         return FeedCounts(feed, "")
     bronze, first, last = found
-    parsed = parsed_of(bronze)
+    # both branches below (accepted, quarantined) read the parse: compute it once
+    parsed = parsed_of(bronze).persist(StorageLevel.MEMORY_AND_DISK)
     earlier = lake.read(target).filter(F.col("_batch_id") < first)
     valid = flag_duplicates(parsed.filter(F.col("reason").isNull()), earlier, keys)
     flagged = parsed.filter(F.col("reason").isNotNull()).withColumn("is_duplicate", F.lit(False))
@@ -111,6 +112,7 @@ def _refine(
             .agg(F.count(F.lit(1)).alias("n"))
             .collect()
         }
+        parsed.unpersist()  # `flagged` is materialised now
         accepted = flagged.filter(F.col("reason").isNull() & ~F.col("is_duplicate"))
         if rules is not None:  # critical failures raise before anything of this batch is written
             from clm_spark.quality import require_passing
@@ -123,6 +125,7 @@ def _refine(
         # quarantine last: its idempotency key marks the batch range as refined
         lake.append(SILVER_QUARANTINE, quarantine_rows(flagged, feed), run_id=run_id, txn=txn)
     finally:
+        parsed.unpersist()
         flagged.unpersist()
     counts = FeedCounts(
         feed=feed,
