@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= conf/clm.yaml
 SCALE ?= 1
+BACKFILL ?= 0
 
 .PHONY: help setup test lint demo package bench clean java-check
 
@@ -43,8 +44,8 @@ package: $(STAMP) ## build the wheel and dist/clm_spark.zip for spark-submit --p
 	$(PY) -c "import shutil; shutil.make_archive('dist/clm_spark', 'zip', '.', 'clm_spark')"
 	@ls -1 dist
 
-bench: $(STAMP) ## benchmark at SCALE (default 1)
-	$(VENV)/bin/clm bench --scale $(SCALE) --config $(CONFIG)
+bench: $(STAMP) ## benchmark at SCALE (default 1), BACKFILL dates (default 0)
+	$(VENV)/bin/clm bench --scale $(SCALE) --backfill-days $(BACKFILL) --config $(CONFIG)
 
 clean: ## remove generated data and build output (keeps .venv)
 	rm -rf data build dist bench/results/*.tmp

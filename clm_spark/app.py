@@ -208,14 +208,18 @@ def report_command(config_path: str, out: str | None) -> int:
     return 0
 
 
-def bench_command(config_path: str, scale: float) -> int:
+def bench_command(config_path: str, scale: float, days: int = 120, backfill_days: int = 0) -> int:
     from clm_spark.bench import run_bench
 
     if scale <= 0:
         raise ConfigError("--scale must be > 0")
+    if days < 2:
+        raise ConfigError("--days must be at least 2 (history plus one daily run)")
+    if not 0 <= backfill_days <= days:
+        raise ConfigError(f"--backfill-days must be between 0 and --days ({days})")
     cfg, model = prepare(config_path)
-    print(f"clm bench at scale {scale:g}")
-    run_bench(open_context(cfg, model), scale)
+    print(f"clm bench at scale {scale:g} ({days} days)")
+    run_bench(open_context(cfg, model), scale, days=days, backfill_days=backfill_days)
     return 0
 
 

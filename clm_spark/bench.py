@@ -1,22 +1,36 @@
-"""`clm bench`: per-stage wall time, rows, rows/s and peak driver memory, plus the naive baseline.
+"""`clm bench`: per-stage wall time, rows, rows/s and peak memory, against two baselines.
 
-Scale 1 = 100,000 persons over 60 days. Figures are printed and written as JSON under
-bench/results/ so runs can be compared. Benchmarks measure; tests never assert timings.
+Scale 1 = 100,000 persons over 120 days (about 5.2M events and 0.9M order lines). The raw lake
+is generated once per scale and reused. The run goes the way a lake is really fed:
+
+1. history: every raw file delivered before the last day D is ingested and refined in one go,
+   and D - 1 is published (so D has a previous snapshot to move from);
+2. daily run: D's files arrive and the production job (`clm run --date D`: ingest, refine,
+   snapshot, transitions, validation, writes) runs on top;
+3. the snapshot step alone at D — ours, the naive single-partition window, and DuckDB SQL on
+   the same silver Parquet files — each checked row for row against the published snapshot;
+4. optionally (`--backfill-days N`) a backfill of the N dates ending at D.
+
+Figures are printed and written as JSON under bench/results/. Benchmarks measure; tests never
+assert timings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 BASE_PERSONS = 100_000
-DAYS = 60
+DAYS = 120
 START = date(2024, 1, 1)
+FEEDS = ("clickstream", "orders")
 
 
 @dataclass
@@ -25,160 +39,214 @@ class Stage:
     seconds: float
     rows_in: int
     rows_out: int
+    peak_rss_mb: float = 0.0  # during this stage: the JVM driver (embedded: also the executor), DuckDB: Python
 
     @property
     def rows_per_second(self) -> float:
         return self.rows_in / self.seconds if self.seconds else 0.0
 
 
-def _jvm_peak_rss_mb() -> float:
-    """Peak RSS of the local JVM driver (a child of this process), read from /proc."""
-    best = 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+class _Memory:
+    """Peak RSS per stage: the kernel's high-water mark (VmHWM), reset before each stage."""
+
+    def __init__(self) -> None:
+        self.pids = [str(os.getpid()), *self._children()]
+
+    @staticmethod
+    def _children() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{os.getpid()}\n" in status:
+                found.append(pid)
+        return found
+
+    def reset(self) -> None:
+        for pid in self.pids:
+            try:  # "5" resets the peak RSS (Linux >= 4.0); without it the peak is since start
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def peak_mb(self, pid: str) -> float:
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
         except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmHWM" in fields:
-            best = max(best, int(fields["VmHWM"].split()[0]) / 1024)
-    return best
+            pass
+        return 0.0
+
+    def jvm_peak_mb(self) -> float:
+        return max((self.peak_mb(p) for p in self.pids[1:]), default=0.0)
 
 
-def _timed(name, fn, rows_in_fn, rows_out_fn, stages):
-    t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
-    stages.append(Stage(name, seconds, rows_in_fn(), rows_out_fn()))
-    print(
-        f"  {name:<12} {seconds:8.1f}s  rows in {stages[-1].rows_in:>12,}  out {stages[-1].rows_out:>12,}  "
-        f"{stages[-1].rows_per_second:>12,.0f} rows/s",
-        flush=True,
-    )
-    return result
+class _Recorder:
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+        self.memory = _Memory()
+
+    def timed(self, name, fn, rows_in=lambda: 0, rows_out=lambda: 0):
+        self.memory.reset()
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        stage = Stage(name, seconds, rows_in(), rows_out(), self.memory.jvm_peak_mb())
+        self.add(stage)
+        return result
+
+    def add(self, stage: Stage) -> None:
+        self.stages.append(stage)
+        rate = f"{stage.rows_per_second:>11,.0f} rows/s" if stage.rows_in else " " * 18
+        print(
+            f"  {stage.name:<22} {stage.seconds:8.1f}s  rows in {stage.rows_in:>11,}  "
+            f"out {stage.rows_out:>10,}  {rate}  peak RSS {stage.peak_rss_mb:>6,.0f} MB",
+            flush=True,
+        )
+
+    def seconds(self, name: str) -> float | None:
+        return next((s.seconds for s in self.stages if s.name == name), None)
 
 
-def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
+def _deliver(raw: Path, landing: Path, keep) -> int:
+    """Hard-link (copy where links are impossible) the raw files whose delivery day passes `keep`."""
+    n = 0
+    for feed in FEEDS:
+        for day_dir in sorted((raw / feed).glob("dt=*")):
+            if not keep(date.fromisoformat(day_dir.name[3:])):
+                continue
+            target = landing / feed / day_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in sorted(day_dir.iterdir()):
+                if not (target / f.name).exists():
+                    try:
+                        os.link(f, target / f.name)
+                    except OSError:
+                        shutil.copy2(f, target / f.name)
+                    n += 1
+    return n
+
+
+def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backfill_days: int = 0) -> dict:
     """Generate (or reuse) a raw lake at `scale`, run each stage, print and save the figures."""
-    from clm_spark.ingest.bronze import ingest_feed
+    from clm_spark.app import Context, _run_locked
     from clm_spark.ingest.generate import generate
-    from clm_spark.ingest.silver import refine_clickstream, refine_orders
     from clm_spark.lake import open_lake
     from clm_spark.lifecycle.snapshot import build_snapshot
-    from clm_spark.pipeline import Sources, publish_date, snapshot_params
-    from clm_spark.tables import (
-        BRONZE_CLICKSTREAM,
-        BRONZE_ORDERS,
-        CUSTOMER_SNAPSHOT,
-        SILVER_EVENTS,
-        SILVER_ORDERS,
-    )
+    from clm_spark.pipeline import Sources, snapshot_params
+    from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS, CUSTOMER_SNAPSHOT, SILVER_EVENTS, SILVER_ORDERS
 
+    logging.getLogger("clm_spark").setLevel(logging.WARNING)  # the bench prints its own lines
     persons = max(100, int(BASE_PERSONS * scale))
-    root = Path(out_dir) / "data" / f"scale-{scale:g}"
+    root = Path(out_dir) / "data" / f"scale-{scale:g}-{days}d"
     raw = root / "raw"
-    stages: list[Stage] = []
-    if not (raw / "clickstream").exists():
-        stats = generate(raw, persons, DAYS, START, seed=11, bad_rate=0.01)
-        stages.append(
-            Stage(
-                "generate",
-                stats.seconds,
-                stats.event_lines + stats.order_lines,
-                stats.event_lines + stats.order_lines,
-            )
-        )
-        print(f"  generate     {stats.seconds:8.1f}s  {stats.rate:,.0f} lines/s", flush=True)
-    lake_root = root / f"lake-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    lake = open_lake(ctx.spark, str(lake_root.resolve()), ctx.cfg.lake.engine)
-    run_id, now = f"bench-{scale:g}", datetime.now(UTC)
-    cfg = ctx.cfg
+    rec = _Recorder()
+    if not (raw / "_bench.json").exists():
+        shutil.rmtree(raw, ignore_errors=True)
+        stats = generate(raw, persons, days, START, seed=11, bad_rate=0.01)
+        lines = stats.event_lines + stats.order_lines
+        rec.add(Stage("generate", stats.seconds, lines, lines))
+        (raw / "_bench.json").write_text(json.dumps(asdict(stats), default=str))
+    lake_root = (root / f"lake-{datetime.now(UTC):%Y%m%dT%H%M%S}").resolve()
+    landing = lake_root / "_landing"
+    d = START + timedelta(days=days - 1)
+    cfg = replace(
+        ctx.cfg,
+        lake=replace(ctx.cfg.lake, root=str(lake_root)),
+        raw=replace(ctx.cfg.raw, clickstream=str(landing / "clickstream"), orders=str(landing / "orders")),
+    )
+    lake = open_lake(ctx.spark, str(lake_root), cfg.lake.engine)
+    bench_ctx = Context(cfg, ctx.model, ctx.spark, lake, ctx.rules)
 
-    def bronze_rows() -> int:
+    def raw_rows() -> int:
         return lake.read(BRONZE_CLICKSTREAM).count() + lake.read(BRONZE_ORDERS).count()
 
-    _timed(
-        "ingest",
-        lambda: [
-            ingest_feed(ctx.spark, lake, f, str((raw / f).resolve()), run_id, now)
-            for f in ("clickstream", "orders")
-        ],
-        bronze_rows,  # delivered lines in = bronze rows out
-        bronze_rows,
-        stages,
-    )
-    _timed(
-        "refine",
-        lambda: (refine_clickstream(lake, cfg, run_id), refine_orders(lake, cfg, run_id)),
-        lambda: stages[-1].rows_out,
-        lambda: lake.read(SILVER_EVENTS).count() + lake.read(SILVER_ORDERS).count(),
-        stages,
-    )
-    d = START + timedelta(days=DAYS - 1)
-    naive_params = replace(snapshot_params(cfg), percentile="naive")
-    sources = Sources.read(lake)  # every stage reads silver from Parquet, as DuckDB does
-    silver_rows = stages[-1].rows_out
-    _timed(
-        "snapshot",
-        lambda: (
-            build_snapshot(
-                sources.events, sources.orders, sources.identity, d, snapshot_params(cfg), ctx.model
-            )
-            .write.format("noop")
-            .mode("overwrite")
-            .save()
-        ),
-        lambda: silver_rows,
-        lambda: 0,
-        stages,
-    )
-    _timed(
-        "naive",
-        lambda: (
-            build_snapshot(sources.events, sources.orders, sources.identity, d, naive_params, ctx.model)
-            .write.format("noop")
-            .mode("overwrite")
-            .save()
-        ),
-        lambda: silver_rows,
-        lambda: 0,
-        stages,
-    )
-    _timed(
-        "publish",
-        lambda: publish_date(ctx.spark, lake, cfg, ctx.model, d, run_id, sources, ctx.rules),
-        lambda: silver_rows,
-        lambda: lake.read(CUSTOMER_SNAPSHOT).count(),
-        stages,
-    )
-    ours = lake.read(CUSTOMER_SNAPSHOT)
-    naive = build_snapshot(sources.events, sources.orders, sources.identity, d, naive_params, ctx.model)
-    naive_mismatches = ours.exceptAll(naive).count() + naive.exceptAll(ours).count()
-    duck = _duckdb(str(lake_root.resolve()), d, snapshot_params(cfg), ctx.model, silver_rows, stages)
-    seconds = {s.name: s.seconds for s in stages}
+    def silver_rows() -> int:
+        return lake.read(SILVER_EVENTS).count() + lake.read(SILVER_ORDERS).count()
+
+    def run(dates, job):
+        return _run_locked(bench_ctx, dates, job, f"bench-{job}-{scale:g}", None)
+
+    # 1. history: everything delivered before D, one bulk load, D - 1 published
+    _deliver(raw, landing, lambda day: day < d)
+    history = rec.timed(f"history load + {d - timedelta(days=1)}", lambda: run([d - timedelta(days=1)], "history"))
+    history_raw = sum(c["delivered"] for c in history["counts"].values())
+    rec.stages[-1].rows_in = history_raw
+    rec.stages[-1].rows_out = silver_rows()
+
+    # 2. the daily run of D on top of that history
+    new_files = _deliver(raw, landing, lambda day: day >= d)
+    before = silver_rows()
+    daily = rec.timed(f"daily run {d}", lambda: run([d], "daily"))
+    rec.stages[-1].rows_in = sum(c["delivered"] for c in daily["counts"].values())
+    rec.stages[-1].rows_out = silver_rows() - before
+
+    # 3. the snapshot step alone, three ways, on the same silver Parquet files
+    params = snapshot_params(cfg)
+    sources = Sources.read(lake)
+    n_silver = silver_rows()
+
+    def ours_with(mode: str):
+        p = params if mode == params.percentile else replace(params, percentile=mode)
+        return build_snapshot(sources.events, sources.orders, sources.identity, d, p, ctx.model)
+
+    for name, mode in (("snapshot (ours)", params.percentile), ("snapshot (naive)", "naive")):
+        rec.timed(
+            name,
+            lambda m=mode: ours_with(m).write.format("noop").mode("overwrite").save(),
+            lambda: n_silver,
+        )
+    published = lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{d}'")
+    naive = ours_with("naive")
+    naive_mismatches = published.exceptAll(naive).count() + naive.exceptAll(published).count()
+    duck = _duckdb(str(lake_root), d, params, ctx.model, n_silver, rec)
+
+    # 4. backfill: N dates ending at D, from cached silver (what `clm backfill` does)
+    if backfill_days > 0:
+        dates = [d - timedelta(days=i) for i in range(backfill_days - 1, -1, -1)]
+        rec.timed(f"backfill {backfill_days} dates", lambda: run(dates, "backfill"), lambda: n_silver)
+
+    secs = {s.name: s.seconds for s in rec.stages}
+    daily_s = secs[f"daily run {d}"]
     result = {
         "scale": scale,
         "persons": persons,
+        "days": days,
+        "snapshot_date": str(d),
         "engine": lake.engine,
-        "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in stages],
-        "snapshot_ours_over_duckdb": seconds["snapshot"] / seconds["duckdb"] if duck is not None else None,
-        "snapshot_ours_over_naive": seconds["snapshot"] / seconds["naive"],
+        "validation": cfg.validation.enabled,
+        "new_files_in_daily_run": new_files,
+        "stages": [{**asdict(s), "rows_per_second": s.rows_per_second} for s in rec.stages],
+        "history_counts": history["counts"],
+        "daily_counts": daily["counts"],
+        "snapshot_ours_over_duckdb": (secs["snapshot (ours)"] / secs["snapshot (DuckDB)"]) if duck is not None else None,
+        "snapshot_ours_over_naive": secs["snapshot (ours)"] / secs["snapshot (naive)"],
         "naive_mismatches": naive_mismatches,
         "duckdb_mismatches": duck,
+        "daily_run_seconds": daily_s,
+        "backfill_over_daily_run": (
+            secs[f"backfill {backfill_days} dates"] / daily_s if backfill_days > 0 else None
+        ),
         "peak_rss_mb": {
             "python": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "jvm_driver": _jvm_peak_rss_mb(),
+            "jvm_driver": max(s.peak_rss_mb for s in rec.stages),
         },
     }
-    out = Path(out_dir) / "results" / f"bench-{scale:g}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out = Path(out_dir) / "results" / f"bench-{scale:g}-{days}d-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2, default=str))
     ratio = result["snapshot_ours_over_duckdb"]
     print(
         f"  snapshot step: ours / DuckDB = {'n/a' if ratio is None else f'{ratio:.2f}'}, "
         f"ours / naive = {result['snapshot_ours_over_naive']:.2f}; rows differing from ours: "
         f"DuckDB {duck if duck is not None else 'n/a'}, naive {naive_mismatches}"
     )
+    print(f"  daily run (ingest through validation and writes, one new day): {daily_s:.1f}s")
+    if backfill_days > 0:
+        print(f"  backfill of {backfill_days} dates / daily run = {result['backfill_over_daily_run']:.2f}")
     print(
         f"  peak RSS: python {result['peak_rss_mb']['python']:.0f} MB, "
         f"JVM driver {result['peak_rss_mb']['jvm_driver']:.0f} MB"
@@ -187,20 +255,16 @@ def run_bench(ctx, scale: float, out_dir: str = "bench") -> dict:
     return result
 
 
-def _duckdb(root: str, d, params, model, silver_rows: int, stages: list[Stage]) -> int | None:
+def _duckdb(root: str, d, params, model, silver_rows: int, rec: _Recorder) -> int | None:
     """The single-node peer on the same silver files; returns rows differing from ours (None: no duckdb)."""
     try:
         import duckdb  # noqa: F401  (a dev dependency: `make bench` has it)
     except ImportError:
-        print("  duckdb       not installed: single-node baseline skipped", flush=True)
+        print("  duckdb                 not installed: single-node baseline skipped", flush=True)
         return None
     from clm_spark.baseline import compare, run_baseline
 
+    rec.memory.reset()
     con, seconds, rows = run_baseline(root, d, params, model)
-    stages.append(Stage("duckdb", seconds, silver_rows, rows))
-    print(
-        f"  {'duckdb':<12} {seconds:8.1f}s  rows in {silver_rows:>12,}  out {rows:>12,}  "
-        f"{silver_rows / seconds if seconds else 0:>12,.0f} rows/s",
-        flush=True,
-    )
+    rec.add(Stage("snapshot (DuckDB)", seconds, silver_rows, rows, rec.memory.peak_mb(str(os.getpid()))))
     return compare(con, root, d)

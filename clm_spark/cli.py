@@ -52,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common], help="per-stage timings at a scale (1 = 100k persons)")
     bench.add_argument(
-        "--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons over 60 days"
+        "--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons (default 1)"
+    )
+    bench.add_argument("--days", type=int, default=120, help="days of generated activity (default 120)")
+    bench.add_argument(
+        "--backfill-days", type=int, default=0, help="also time a backfill of this many dates (default 0: none)"
     )
 
     report = sub.add_parser(
@@ -110,7 +114,7 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
     if args.command == "backfill":
         return app.backfill_command(config_path, args.start, args.end)
     if args.command == "bench":
-        return app.bench_command(config_path, args.scale)
+        return app.bench_command(config_path, args.scale, args.days, args.backfill_days)
     if args.command == "vacuum":
         return app.vacuum_command(config_path, args.retain_hours, args.force)
     if args.command == "report":

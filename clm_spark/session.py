@@ -21,6 +21,9 @@ REQUIRED_CONF = {
 # Sensible defaults for an embedded local run; a cluster's own values win.
 LOCAL_DEFAULTS = {
     "spark.sql.shuffle.partitions": "8",
+    # split file scans into at least 8 tasks (the default is one per core): CPU-heavy parsing of a
+    # bronze batch then balances across the cores instead of waiting on one large split
+    "spark.sql.files.minPartitionNum": "8",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "4g",
 }

@@ -41,6 +41,9 @@ TABLE_PROPERTIES = {
     "delta.logRetentionDuration": "interval 30 days",
     "delta.deletedFileRetentionDuration": "interval 7 days",
 }
+# Parquet row groups of at most 16 MiB (uncompressed) let a reader split even one big file across
+# many tasks; with Spark's 128 MiB default a whole bronze batch could land in one or two tasks.
+WRITE_OPTIONS = {"parquet.block.size": str(16 << 20)}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from clm_spark.errors import LakeError
 from clm_spark.lake.base import (
     TABLE_PROPERTIES,
     Lake,
+    WRITE_OPTIONS,
     TableSpec,
     Txn,
     WriteResult,
@@ -97,7 +98,7 @@ class DeltaRsLake(Lake):
         moved: list[str] = []
         fs, _ = _fs(table_path)
         try:
-            writer = df.select(*spec.columns).write.mode("errorifexists")
+            writer = df.select(*spec.columns).write.mode("errorifexists").options(**WRITE_OPTIONS)
             if spec.partition_by:
                 writer = writer.partitionBy(*spec.partition_by)
             writer.parquet(staging)

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 from clm_spark.errors import LakeError
 from clm_spark.lake.base import (
     TABLE_PROPERTIES,
+    WRITE_OPTIONS,
     Lake,
     TableSpec,
     Txn,
@@ -65,7 +66,7 @@ class DeltaSparkLake(Lake):
         self.create(spec)
         if self._skip(spec, txn):
             return WriteResult(version=self.version(spec), skipped=True)
-        writer = df.select(*spec.columns).write.format("delta").mode(mode)
+        writer = df.select(*spec.columns).write.format("delta").mode(mode).options(**WRITE_OPTIONS)
         writer = writer.option("userMetadata", json.dumps({"clm.run_id": run_id}))
         if predicate:
             writer = writer.option("replaceWhere", predicate)
