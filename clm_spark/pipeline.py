@@ -106,7 +106,7 @@ def _snapshot_of(lake: Lake, d: date | None) -> DataFrame:
 
 
 def _movement(spark, current, previous, d, prev_date, model) -> dict:
-    transitions = build_transitions(current, previous, d, prev_date).persist(StorageLevel.MEMORY_AND_DISK)
+    transitions = build_transitions(current, previous, d, prev_date)
     return {
         SEGMENT_TRANSITIONS: transitions,
         SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, d),
@@ -153,13 +153,15 @@ def publish_date(
     params = snapshot_params(cfg)
     current = build_snapshot(sources.events, sources.orders, sources.identity, d, params, model)
     current = current.persist(StorageLevel.MEMORY_AND_DISK)
+    kept = [current]
     try:
         with step(f"snapshot {d}") as s:
             s.rows = current.count()
         dates = [x for x in published_dates(lake) if x != d]
         prev_date = max((x for x in dates if x < d), default=None)
         next_date = min((x for x in dates if x > d), default=None)
-        previous = _snapshot_of(lake, prev_date)
+        previous = _snapshot_of(lake, prev_date).persist(StorageLevel.MEMORY_AND_DISK)
+        kept.append(previous)
         outputs = {
             CUSTOMER_SNAPSHOT: current,
             RFM_CUTPOINTS: build_cutpoints(current, d, params.score_bins),
@@ -167,6 +169,9 @@ def publish_date(
         }
         if tamper is not None:
             outputs = tamper(outputs)
+        # validation and the writes read every output again: compute each one once
+        outputs = {spec: df.persist(StorageLevel.MEMORY_AND_DISK) for spec, df in outputs.items()}
+        kept.extend(outputs.values())
         validation = "not run (validation.enabled is false)"
         if rules is not None:
             has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
@@ -188,11 +193,14 @@ def publish_date(
                 ).version
         if next_date is not None:
             nxt = _snapshot_of(lake, next_date).persist(StorageLevel.MEMORY_AND_DISK)
-            for spec, df in _movement(spark, nxt, current, next_date, d, model).items():
+            kept.append(nxt)
+            movement = _movement(spark, nxt, current, next_date, d, model)
+            transitions = movement[SEGMENT_TRANSITIONS].persist(StorageLevel.MEMORY_AND_DISK)
+            kept.append(transitions)  # the summary reads it too
+            for spec, df in movement.items():
                 versions[spec.name] = lake.overwrite(
                     spec, df, replace={"snapshot_date": [next_date]}, run_id=run_id
                 ).version
-            nxt.unpersist()
         degenerate = sorted(
             r.dimension
             for r in outputs[RFM_CUTPOINTS].filter("is_degenerate").select("dimension").distinct().collect()
@@ -206,4 +214,5 @@ def publish_date(
         log.info("published %s (previous %s, next %s)", d, prev_date, next_date)
         return Published(versions, validation)
     finally:
-        current.unpersist()
+        for df in kept:
+            df.unpersist()
