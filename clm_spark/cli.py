@@ -51,12 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--snapshots", type=int, default=3, help="snapshot dates to publish (default 3)")
 
     bench = sub.add_parser("bench", parents=[common], help="per-stage timings at a scale (1 = 100k persons)")
-    bench.add_argument(
-        "--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons (default 1)"
-    )
+    bench.add_argument("--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons (default 1)")
     bench.add_argument("--days", type=int, default=120, help="days of generated activity (default 120)")
     bench.add_argument(
-        "--backfill-days", type=int, default=0, help="also time a backfill of this many dates (default 0: none)"
+        "--backfill-days",
+        type=int,
+        default=0,
+        help="also time a backfill of this many dates (default 0: none)",
     )
 
     report = sub.add_parser(

@@ -16,7 +16,7 @@ from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders
 from clm_spark.lake import Lake
 from clm_spark.lifecycle.segments import SegmentModel
-from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
+from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, score_snapshot
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
 from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
@@ -151,11 +151,14 @@ def publish_date(
     may alter the computed outputs to prove the quality gate holds.
     """
     params = snapshot_params(cfg)
-    current = build_snapshot(sources.events, sources.orders, sources.identity, d, params, model)
-    current = current.persist(StorageLevel.MEMORY_AND_DISK)
-    kept = [current]
+    kept: list[DataFrame] = []
     try:
         with step(f"snapshot {d}") as s:
+            # the percentiles read the people three times: scan silver once
+            people = build_people(sources.events, sources.orders, sources.identity, d, params)
+            kept.append(people.persist(StorageLevel.MEMORY_AND_DISK))
+            current = score_snapshot(people, d, params, model).persist(StorageLevel.MEMORY_AND_DISK)
+            kept.append(current)
             s.rows = current.count()
         dates = [x for x in published_dates(lake) if x != d]
         prev_date = max((x for x in dates if x < d), default=None)

@@ -24,8 +24,8 @@ from pyspark.sql import DataFrame
 from clm_spark.errors import LakeError
 from clm_spark.lake.base import (
     TABLE_PROPERTIES,
-    Lake,
     WRITE_OPTIONS,
+    Lake,
     TableSpec,
     Txn,
     WriteResult,
