@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt py
 CONFIG ?= conf/clm.yaml
 SCALE ?= 1
 BACKFILL ?= 0
+BENCH_CONFIG ?= conf/bench.yaml
 
 .PHONY: help setup test lint demo package bench clean java-check
 
@@ -44,8 +45,8 @@ package: $(STAMP) ## build the wheel and dist/clm_spark.zip for spark-submit --p
 	$(PY) -c "import shutil; shutil.make_archive('dist/clm_spark', 'zip', '.', 'clm_spark')"
 	@ls -1 dist
 
-bench: $(STAMP) ## benchmark at SCALE (default 1), BACKFILL dates (default 0)
-	$(VENV)/bin/clm bench --scale $(SCALE) --backfill-days $(BACKFILL) --config $(CONFIG)
+bench: $(STAMP) ## benchmark at SCALE (default 1), BACKFILL dates (default 0), BENCH_CONFIG
+	$(VENV)/bin/clm bench --scale $(SCALE) --backfill-days $(BACKFILL) --config $(BENCH_CONFIG)
 
 clean: ## remove generated data and build output (keeps .venv)
 	rm -rf data build dist bench/results/*.tmp
