@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from clm_spark.config import config_from_dict
@@ -207,3 +208,25 @@ def test_rerun_adds_nothing_and_later_batches_dedupe_and_update(spark, raw_lake)
     o1 = sorted((r.updated_at, r.status) for r in lake.read(SILVER_ORDERS).collect() if r.order_id == "o1")
     assert [s for _, s in o1] == ["placed", "cancelled"]
     assert lake.read(SILVER_EVENTS).filter("event_id = 'e1'").count() == 1
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_duplicates_within_the_batch_and_against_silver(spark, small):
+    from clm_spark.ingest.silver import flag_duplicates
+
+    cols = "event_id string, _batch_id long, _source_file string, _line long"
+    batch = spark.createDataFrame(
+        [("a", 2, "f2", 7), ("a", 2, "f1", 9), ("b", 2, "f1", 1), ("c", 2, "f1", 2)], cols
+    )
+    silver = spark.createDataFrame([("b", 1, "f0", 1), ("d", 1, "f0", 2)], cols)
+    flagged = flag_duplicates(batch, silver, ["event_id"], small)
+    expected = spark.createDataFrame(
+        [
+            ("a", 2, "f1", 9, False),
+            ("a", 2, "f2", 7, True),
+            ("b", 2, "f1", 1, True),
+            ("c", 2, "f1", 2, False),
+        ],
+        f"{cols}, is_duplicate boolean",
+    )
+    assert_df_equality(flagged, expected, ignore_row_order=True, ignore_nullable=True)

@@ -46,11 +46,25 @@ class FeedCounts:
         return asdict(self)
 
 
-def flag_duplicates(valid: DataFrame, existing_keys: DataFrame, keys: list[str]) -> DataFrame:
-    """Add `is_duplicate`: a later delivery of a key seen earlier in this data or already in silver."""
+# a batch with at most this many records broadcasts its keys to the scan of silver's keys
+BROADCAST_KEYS = 4_000_000
+
+
+def flag_duplicates(
+    valid: DataFrame, existing_keys: DataFrame, keys: list[str], small: bool = False
+) -> DataFrame:
+    """Add `is_duplicate`: a later delivery of a key seen earlier in this data or already in silver.
+
+    Only silver keys that reappear in `valid` matter. With `small` (a daily batch against a large
+    silver table) the new keys are broadcast, so silver's key column is scanned and probed in
+    place instead of being shuffled and de-duplicated whole.
+    """
     first = Window.partitionBy(*keys).orderBy(*FIRST_DELIVERY)
     ranked = valid.withColumn("_rank", F.row_number().over(first))
-    seen = existing_keys.select(*keys).distinct().withColumn("_seen", F.lit(True))
+    seen = existing_keys.select(*keys)
+    if small:
+        seen = seen.join(F.broadcast(valid.select(*keys).distinct()), keys, "left_semi")
+    seen = seen.distinct().withColumn("_seen", F.lit(True))
     return (
         ranked.join(seen, keys, "left")
         .withColumn("is_duplicate", (F.col("_rank") > 1) | F.col("_seen").isNotNull())
@@ -101,8 +115,9 @@ def _refine(
     bronze, first, last = found
     # both branches below (accepted, quarantined) read the parse: compute it once
     parsed = parsed_of(bronze).persist(StorageLevel.MEMORY_AND_DISK)
+    small = parsed.count() <= BROADCAST_KEYS  # also materialises the parse
     earlier = lake.read(target).filter(F.col("_batch_id") < first)
-    valid = flag_duplicates(parsed.filter(F.col("reason").isNull()), earlier, keys)
+    valid = flag_duplicates(parsed.filter(F.col("reason").isNull()), earlier, keys, small)
     flagged = parsed.filter(F.col("reason").isNotNull()).withColumn("is_duplicate", F.lit(False))
     flagged = valid.unionByName(flagged).persist(StorageLevel.MEMORY_AND_DISK)
     try:
