@@ -95,7 +95,9 @@ def snapshot_sql(root: str, d: date, params: SnapshotParams, model: SegmentModel
                CAST(coalesce(m.monetary, 0) AS DECIMAL(18, 2)) AS monetary
         FROM metrics m FULL JOIN activity a USING (person_id)
         WHERE m.orders_lifetime IS NOT NULL OR a.last_event_date > {active}),
-    counted AS (SELECT *, count(*) FILTER (WHERE is_customer) OVER () AS n_cust FROM people),
+    -- n_cust counts the customers for customer rows (visitors get no percentile); a filtered
+    -- count OVER () is evaluated row by row in DuckDB: 700 CPU-seconds at 1M persons
+    counted AS (SELECT *, count(*) OVER (PARTITION BY is_customer) AS n_cust FROM people),
     ranked AS (
         SELECT * EXCLUDE (n_cust),
                {pct("-recency_days")}::DOUBLE AS r_percentile,
