@@ -53,7 +53,7 @@ def open_context(cfg: Config, model: SegmentModel) -> Context:
 
 
 def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
-    """Ingest + refine once, then publish each date in order; always records the run.
+    """Ingest + refine once, then publish the dates (all at once); always records the run.
 
     The whole run holds the lake lock (see clm_spark.lock): a run for an overlapping date fails
     at once without writing anything, a run for other dates waits for this one.
@@ -67,24 +67,26 @@ def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
 
 
 def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) -> dict:
-    from clm_spark.pipeline import Sources, ingest_and_refine, publish_date
+    from clm_spark.pipeline import Sources, ingest_and_refine, publish_dates
     from clm_spark.runs import RunRecord
 
     run = RunRecord(run_id, job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
     try:
         counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at, ctx.rules)
         run.counts = {k: v.as_dict() for k, v in counts.items()}
-        sources = Sources.read(ctx.lake)
-        if len(dates) > 1:
-            sources = sources.cache()
-        outcomes = []
-        for d in dates:
-            published = publish_date(
-                ctx.spark, ctx.lake, ctx.cfg, ctx.model, d, run.run_id, sources, ctx.rules, tamper
-            )
-            run.table_versions.update(published.versions)
-            outcomes.append(published.validation)
-            run.validation = "; ".join(outcomes)
+        published = publish_dates(
+            ctx.spark,
+            ctx.lake,
+            ctx.cfg,
+            ctx.model,
+            dates,
+            run.run_id,
+            Sources.read(ctx.lake),
+            ctx.rules,
+            tamper,
+        )
+        run.table_versions.update(published.versions)
+        run.validation = published.validation
         run.status = "succeeded"
         return {
             "run_id": run.run_id,

@@ -228,7 +228,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
 
     def ours() -> None:  # as `publish_date` runs it: the people are computed once
         people = build_people(sources.events, sources.orders, sources.identity, d, params).persist()
-        score_snapshot(people, d, params, ctx.model).write.format("noop").mode("overwrite").save()
+        score_snapshot(people, params, ctx.model).write.format("noop").mode("overwrite").save()
         people.unpersist()
 
     def naive_job():  # one window over every customer, no caching: what a first version looks like

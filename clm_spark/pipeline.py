@@ -16,7 +16,7 @@ from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders
 from clm_spark.lake import Lake
 from clm_spark.lifecycle.segments import SegmentModel
-from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, score_snapshot
+from clm_spark.lifecycle.snapshot import SnapshotParams, as_dates, build_people, score_snapshot
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
 from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
@@ -54,7 +54,7 @@ def ingest_and_refine(
 
 @dataclass
 class Sources:
-    """Silver inputs of the snapshot step, read once (and cached by backfills)."""
+    """Silver inputs of the snapshot step."""
 
     events: DataFrame
     orders: DataFrame
@@ -70,15 +70,6 @@ class Sources:
         )
         identity = lake.read(SILVER_IDENTITY).select("anonymous_id", "customer_id", "event_time")
         return cls(events, orders, identity)
-
-    def cache(self) -> Sources:
-        return Sources(
-            *(df.persist(StorageLevel.MEMORY_AND_DISK) for df in (self.events, self.orders, self.identity))
-        )
-
-    def release(self) -> None:
-        for df in (self.events, self.orders, self.identity):
-            df.unpersist()
 
 
 def snapshot_params(cfg: Config) -> SnapshotParams:
@@ -99,18 +90,18 @@ def published_dates(lake: Lake) -> list[date]:
     return sorted(r[0] for r in rows)
 
 
-def _snapshot_of(lake: Lake, d: date | None) -> DataFrame:
-    """The snapshot rows of `d` (none when `d` is None or nothing was published yet)."""
+def _snapshots_of(lake: Lake, dates: list[date]) -> DataFrame:
+    """The published snapshot rows of `dates` (none when the list is empty)."""
     snapshots = lake.read_or_empty(CUSTOMER_SNAPSHOT)
-    return snapshots.filter(F.lit(False) if d is None else F.col("snapshot_date") == F.lit(d))
+    return snapshots.filter(F.col("snapshot_date").isin(*dates) if dates else F.lit(False))
 
 
-def _movement(spark, current, previous, d, prev_date, model) -> dict:
-    transitions = build_transitions(current, previous, d, prev_date)
+def _movement(spark, current, previous, prev_of, model) -> dict:
+    transitions = build_transitions(current, previous, prev_of)
     return {
         SEGMENT_TRANSITIONS: transitions,
-        SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, d),
-        SEGMENT_SUMMARY: build_summary(spark, current, transitions, d, model),
+        SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, prev_of),
+        SEGMENT_SUMMARY: build_summary(spark, current, transitions, sorted(prev_of), model),
     }
 
 
@@ -120,61 +111,78 @@ class Published:
     validation: str
 
 
-def _gate(lake: Lake, rules: Rules, run_id: str, d: date, frames: dict[str, DataFrame]) -> str:
-    """Validate before anything of D is written; a critical failure publishes nothing."""
+def _label(dates: list[date]) -> str:
+    return str(dates[0]) if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+
+
+def _gate(lake: Lake, rules: Rules, run_id: str, dates: list[date], frames: dict[str, DataFrame]) -> str:
+    """Validate before anything of the dates is written; a critical failure publishes nothing."""
     report = validate_frames(frames, rules)
-    path = write_report(lake.root, run_id, f"validation-{d}", report)
-    summary = f"{d} {report.summary()}"
+    path = write_report(lake.root, run_id, f"validation-{_label(dates)}", report)
+    summary = f"{_label(dates)} {report.summary()}"
     if report.critical_failures:
         raise ValidationFailed(f"{summary} (report: {path})")
     for warning in report.warnings:
-        log.warning("validation warning on %s: %s %s", d, warning.check.table, warning.check.type)
+        log.warning("validation warning on %s: %s %s", _label(dates), warning.check.table, warning.check.type)
     log.info("validation %s; report %s", summary, path)
     return f"{summary} (report: {path})"
 
 
-def publish_date(
+def _previous_of(dates: list[date], others: list[date]) -> dict[date, date | None]:
+    """Each date's previous snapshot among all of `dates` and `others` (None on the first)."""
+    every = sorted({*dates, *others})
+    return {d: max((x for x in every if x < d), default=None) for d in dates}
+
+
+def publish_dates(
     spark: SparkSession,
     lake: Lake,
     cfg: Config,
     model: SegmentModel,
-    d: date,
+    when: date | list[date],
     run_id: str,
     sources: Sources,
     rules: Rules | None = None,
     tamper=None,
 ) -> Published:
-    """Compute, validate and publish every gold table for D; recompute the next later date's movement.
+    """Compute, validate and publish every gold table for the dates; recompute later dates' movement.
 
-    Each table's D partition is replaced atomically; gold/segment_summary is written last, so a
-    date counts as present only once everything else of it is in place. `tamper` (tests only)
-    may alter the computed outputs to prove the quality gate holds.
+    All dates are computed in one pass over silver, validated together and written in one commit
+    per table: each table's partitions of those dates are replaced atomically, and
+    gold/segment_summary is written last, so a date counts as present only once everything else of
+    it is in place. A published date right after one of ours gets its movement recomputed.
+    `tamper` (tests only) may alter the computed outputs to prove the quality gate holds.
     """
+    dates = as_dates(when)
     params = snapshot_params(cfg)
     kept: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
     try:
-        with step(f"snapshot {d}") as s:
+        with step(f"snapshot {_label(dates)}") as s:
             # the percentiles read the people three times: scan silver once
-            people = build_people(sources.events, sources.orders, sources.identity, d, params)
-            kept.append(people.persist(StorageLevel.MEMORY_AND_DISK))
-            current = score_snapshot(people, d, params, model).persist(StorageLevel.MEMORY_AND_DISK)
-            kept.append(current)
+            people = keep(build_people(sources.events, sources.orders, sources.identity, dates, params))
+            current = keep(score_snapshot(people, params, model))
             s.rows = current.count()
-        dates = [x for x in published_dates(lake) if x != d]
-        prev_date = max((x for x in dates if x < d), default=None)
-        next_date = min((x for x in dates if x > d), default=None)
-        previous = _snapshot_of(lake, prev_date).persist(StorageLevel.MEMORY_AND_DISK)
-        kept.append(previous)
+        others = [x for x in published_dates(lake) if x not in dates]
+        prev_of = _previous_of(dates, others)
+        stored = sorted({p for p in prev_of.values() if p is not None and p not in dates})
+        ours = sorted({p for p in prev_of.values() if p in dates})
+        previous = keep(_snapshots_of(lake, stored)).unionByName(
+            current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
+        )
         outputs = {
             CUSTOMER_SNAPSHOT: current,
-            RFM_CUTPOINTS: build_cutpoints(current, d, params.score_bins),
-            **_movement(spark, current, previous, d, prev_date, model),
+            RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
+            **_movement(spark, current, previous, prev_of, model),
         }
         if tamper is not None:
             outputs = tamper(outputs)
         # validation and the writes read every output again: compute each one once
-        outputs = {spec: df.persist(StorageLevel.MEMORY_AND_DISK) for spec, df in outputs.items()}
-        kept.extend(outputs.values())
+        outputs = {spec: keep(df) for spec, df in outputs.items()}
         validation = "not run (validation.enabled is false)"
         if rules is not None:
             has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
@@ -184,37 +192,40 @@ def publish_date(
                 outputs[SEGMENT_SUMMARY],
                 outputs[SEGMENT_TRANSITION_MATRIX],
                 previous,
+                prev_of,
                 has_input,
             )
-            with step(f"validate {d}"):
-                validation = _gate(lake, rules, run_id, d, frames)
+            with step(f"validate {_label(dates)}"):
+                validation = _gate(lake, rules, run_id, dates, frames)
         versions = {}
-        with step(f"write {d}"):
+        with step(f"write {_label(dates)}"):
             for spec, df in outputs.items():  # dict order: snapshot first, summary last
                 versions[spec.name] = lake.overwrite(
-                    spec, df, replace={"snapshot_date": [d]}, run_id=run_id
+                    spec, df, replace={"snapshot_date": dates}, run_id=run_id
                 ).version
-        if next_date is not None:
-            nxt = _snapshot_of(lake, next_date).persist(StorageLevel.MEMORY_AND_DISK)
-            kept.append(nxt)
-            movement = _movement(spark, nxt, current, next_date, d, model)
-            transitions = movement[SEGMENT_TRANSITIONS].persist(StorageLevel.MEMORY_AND_DISK)
-            kept.append(transitions)  # the summary reads it too
+        # published dates that follow one of ours: their movement now starts from our snapshot
+        later = {x: p for x, p in _previous_of(others, dates).items() if p in dates}
+        if later:
+            nxt = keep(_snapshots_of(lake, sorted(later)))
+            movement = _movement(spark, nxt, current, later, model)
+            movement[SEGMENT_TRANSITIONS] = keep(movement[SEGMENT_TRANSITIONS])  # the summary reads it too
             for spec, df in movement.items():
                 versions[spec.name] = lake.overwrite(
-                    spec, df, replace={"snapshot_date": [next_date]}, run_id=run_id
+                    spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id
                 ).version
         degenerate = sorted(
-            r.dimension
-            for r in outputs[RFM_CUTPOINTS].filter("is_degenerate").select("dimension").distinct().collect()
-        )  # at most 3 rows: the cut-points table has <= 3 x B rows
+            f"{r.snapshot_date} {r.dimension}"
+            for r in outputs[RFM_CUTPOINTS]
+            .filter("is_degenerate")
+            .select("snapshot_date", "dimension")
+            .distinct()
+            .collect()
+        )  # at most 3 rows per date: the cut-points table has <= 3 x B rows per date
         if degenerate:
             log.warning(
-                "%s: RFM dimension(s) %s have fewer distinct scores than bins (ties)",
-                d,
-                ", ".join(degenerate),
+                "RFM dimension(s) with fewer distinct scores than bins (ties): %s", ", ".join(degenerate)
             )
-        log.info("published %s (previous %s, next %s)", d, prev_date, next_date)
+        log.info("published %s (previous %s, later %s)", _label(dates), prev_of[dates[0]], sorted(later))
         return Published(versions, validation)
     finally:
         for df in kept:

@@ -23,6 +23,9 @@ def spark():
             "spark.ui.enabled": "false",
             "spark.sql.adaptive.enabled": "true",
             "spark.sql.codegen.wholeStage": "false",
+            # the cleaner frees shuffle files and broadcasts only after a JVM GC; the default
+            # periodic GC (30 min) is as long as the suite, so they pile up in one session
+            "spark.cleaner.periodicGC.interval": "1min",
         },
     )
     session.sparkContext.setLogLevel("ERROR")

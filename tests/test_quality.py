@@ -30,14 +30,14 @@ def rules(model):
 
 
 def _frames(spark, model, current, previous):
-    transitions = build_transitions(current, previous, D1, D0)
-    summary = build_summary(spark, current, transitions, D1, model)
-    matrix = build_matrix(current, previous, D1)
+    transitions = build_transitions(current, previous, {D1: D0})
+    summary = build_summary(spark, current, transitions, [D1], model)
+    matrix = build_matrix(current, previous, {D1: D0})
     return {
         "gold/customer_snapshot": current,
         "gold/segment_transitions": transitions,
         "gold/segment_summary": summary,
-        "checks/reconciliation": reconciliation(current, summary, matrix, previous, 1),
+        "checks/reconciliation": reconciliation(current, summary, matrix, previous, {D1: D0}, 1),
     }
 
 

@@ -472,3 +472,34 @@ def test_approx_mode_scores_stay_close_to_exact(spark, model):
     differ = pairs.filter(F.col("e.rfm_cell") != F.col("a.rfm_cell")).count()
     assert far == 0
     assert differ <= 0.05 * 2000, f"{differ} cells differ"
+
+
+def test_several_dates_at_once_equal_each_date_alone(spark, model):
+    """A backfill computes its dates in one pass: same rows as one date at a time.
+
+    The dates straddle every change in the data: o5 cancelled on 03-20, a10 re-linked to c99,
+    o1x and a13 appearing on 04-01, o6 refunded on 04-02, and o7 whose first version is
+    superseded the day it was recorded (it must never be seen as placed).
+    """
+    extra = [
+        ("o7", "c7", d("2024-03-19"), ts("2024-03-19 09:00:00"), "placed", Decimal("30.00")),
+        ("o7", "c7", d("2024-03-19"), ts("2024-03-19 18:00:00"), "cancelled", Decimal("30.00")),
+        ("o8", "c8", d("2024-03-18"), ts("2024-03-18 09:00:00"), "placed", Decimal("12.50")),
+        ("o8", "c8", d("2024-03-18"), ts("2024-03-31 09:00:00"), "completed", Decimal("12.50")),
+    ]
+    events = spark.createDataFrame(EVENTS, EV).repartition(3)
+    orders = spark.createDataFrame(ORDERS + extra, OR)
+    identity = spark.createDataFrame(IDENTITY, ID)
+    dates = [d("2024-03-19"), d("2024-03-20"), d("2024-04-01"), d("2024-04-02")]
+    at_once = build_snapshot(events, orders, identity, dates, SnapshotParams(), model)
+    one_by_one = [build_snapshot(events, orders, identity, x, SnapshotParams(), model) for x in dates]
+    expected = one_by_one[0]
+    for df in one_by_one[1:]:
+        expected = expected.unionByName(df)
+    assert_df_equality(at_once, expected, ignore_row_order=True, ignore_nullable=True)
+    seen = {(r.snapshot_date, r.person_id): r for r in at_once.collect()}
+    assert "c7" not in {k[1] for k in seen}  # o7 was cancelled the day it was placed
+    assert seen[(d("2024-03-19"), "c5")].orders_lifetime == 1 and (d("2024-03-20"), "c5") not in seen
+    assert {x for x, p in seen if p == "c8"} == set(dates)
+    assert seen[(d("2024-04-01"), "c99")].first_seen_date == d("2024-03-01")  # a10's history moves to c99
+    assert seen[(d("2024-04-02"), "c1")].orders_lifetime == 2 and (d("2024-04-02"), "c6") not in seen

@@ -6,6 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
@@ -89,7 +90,7 @@ def test_transitions_new_left_and_changed(spark):
         SEGMENT_TRANSITIONS.schema,
     )
     assert_df_equality(
-        build_transitions(cur, prev, D1, D0),
+        build_transitions(cur, prev, {D1: D0}),
         expected,
         ignore_row_order=True,
         ignore_nullable=True,
@@ -100,7 +101,7 @@ def test_transitions_new_left_and_changed(spark):
 def test_first_snapshot_everyone_is_new(spark):
     _, cur = _case(spark)
     empty = spark.createDataFrame([], CUSTOMER_SNAPSHOT.schema)
-    rows = build_transitions(cur, empty, D1, None).collect()
+    rows = build_transitions(cur, empty, {D1: None}).collect()
     assert {(r.person_id, r.from_segment, r.previous_snapshot_date) for r in rows} == {
         ("p1", None, None),
         ("p2", None, None),
@@ -120,7 +121,7 @@ def test_matrix_includes_unchanged_new_and_left(spark):
         SEGMENT_TRANSITION_MATRIX.schema,
     )
     assert_df_equality(
-        build_matrix(cur, prev, D1),
+        build_matrix(cur, prev, {D1: D0}),
         expected,
         ignore_row_order=True,
         ignore_nullable=True,
@@ -133,7 +134,7 @@ def test_summary_every_segment_with_shares_money_and_movement(spark):
     model = load_segments("conf/segments.yaml", 5)
     summary = {
         r.segment: r
-        for r in build_summary(spark, cur, build_transitions(cur, prev, D1, D0), D1, model).collect()
+        for r in build_summary(spark, cur, build_transitions(cur, prev, {D1: D0}), [D1], model).collect()
     }
     assert len(summary) == 14
     champ, risk, loyal_v = summary["champions"], summary["at_risk"], summary["loyal_visitor"]
@@ -157,8 +158,54 @@ def test_summary_every_segment_with_shares_money_and_movement(spark):
 
 def test_cutpoints_ranges_and_degenerate_flag(spark):
     _, cur = _case(spark)
-    rows = {(r.dimension, r.score): r for r in build_cutpoints(cur, D1, 5).collect()}
+    rows = {(r.dimension, r.score): r for r in build_cutpoints(cur, 5).collect()}
     assert rows[("r", 5)].min_value == Decimal("2.00") and rows[("r", 5)].customers == 1
     assert rows[("f", 5)].customers == 2 and rows[("f", 5)].min_value == Decimal("2.00")
     assert rows[("m", 5)].max_value == Decimal("100.00")
     assert all(r.is_degenerate for r in rows.values())  # 2 customers cannot fill 5 bins
+
+
+def test_several_dates_at_once_equal_each_date_alone(spark):
+    """Movement of D1 and D2 in one pass, D2's previous snapshot being D1 of the same batch."""
+    prev, cur = _case(spark)
+    d2 = date(2024, 1, 3)
+    cur2 = _snap(
+        spark,
+        d2,
+        [
+            ("p1", "lost", 300, 1, "1.00", 1, 1, 1),
+            ("p4", "loyal_visitor", None, 0, "0.00", None, None, None),
+            ("p5", "engaged_visitor", None, 0, "0.00", None, None, None),
+        ],
+    )
+    both = cur.unionByName(cur2)
+    prev_of = {D1: D0, d2: D1}
+    model = load_segments("conf/segments.yaml", 5)
+    at_once = build_transitions(both, prev.unionByName(cur), prev_of)
+    alone = build_transitions(cur, prev, {D1: D0}).unionByName(build_transitions(cur2, cur, {d2: D1}))
+    assert_df_equality(at_once, alone, ignore_row_order=True, ignore_nullable=True)
+    assert {
+        (r.person_id, r.from_segment, r.to_segment)
+        for r in at_once.filter(f"snapshot_date = '{d2}'").collect()
+    } == {
+        ("p1", "champions", "lost"),
+        ("p2", "at_risk", None),
+        ("p5", None, "engaged_visitor"),
+    }
+    matrix = build_matrix(both, prev.unionByName(cur), prev_of)
+    assert_df_equality(
+        matrix,
+        build_matrix(cur, prev, {D1: D0}).unionByName(build_matrix(cur2, cur, {d2: D1})),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    summary = build_summary(spark, both, at_once, [D1, d2], model)
+    per_date = {
+        r.snapshot_date: (r.n, r.persons)
+        for r in summary.groupBy("snapshot_date")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("persons").alias("persons"))
+        .collect()
+    }
+    assert per_date == {D1: (14, 3), d2: (14, 3)}
+    lost = {r.snapshot_date: r for r in summary.filter("segment = 'lost'").collect()}
+    assert (lost[d2].share, lost[d2].entered, lost[D1].left) == (1 / 3, 1, 1)

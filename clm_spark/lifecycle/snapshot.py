@@ -1,11 +1,18 @@
-"""gold/customer_snapshot for one date D (SPEC §4, §8): population, RFM metrics, scores, segments."""
+"""gold/customer_snapshot for one or more dates (SPEC §4, §8): population, RFM metrics, scores, segments.
+
+Every function takes the snapshot dates at once: a backfill computes all its dates in one pass
+over silver instead of one pass per date. A row of silver (an event, a link, an order version)
+is first tagged with the first snapshot date that sees it, reduced at that grain, then fanned out
+to every later snapshot date it stays visible in (`_each_date_from`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.percentiles import with_percentiles
@@ -13,6 +20,7 @@ from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.tables import CUSTOMER_SNAPSHOT, MONEY
 
 VALID_STATUSES = ("placed", "completed")
+Dates = date | Sequence[date]
 
 
 @dataclass(frozen=True)
@@ -24,36 +32,91 @@ class SnapshotParams:
     approx_relative_error: float = 0.001
 
 
-def _until_end_of(d: date) -> F.Column:
+def as_dates(when: Dates) -> list[date]:
+    """One date or several, as a sorted list without repeats."""
+    dates = sorted({when} if isinstance(when, date) else set(when))
+    if not dates:
+        raise ValueError("no snapshot date given")
+    return dates
+
+
+def _until_end_of(d: date) -> Column:
     """`ts` up to the end of UTC day D, as a plain timestamp bound Parquet can skip row groups with."""
     return F.lit(d + timedelta(days=1)).cast("timestamp")
 
 
-def identity_as_of(identity: DataFrame, d: date) -> DataFrame:
-    """anonymous_id → customer_id of its latest linking event up to D (ties: larger customer_id)."""
-    links = identity.filter(F.col("event_time") < _until_end_of(d))
-    latest = F.max(F.struct("event_time", "customer_id")).getField("customer_id")
-    return links.groupBy("anonymous_id").agg(latest.alias("mapped_customer_id"))
+def _first_date_seeing(dates: list[date], sees: Callable[[date], Column]) -> Column:
+    """The first snapshot date whose view includes the row (null when none does)."""
+    first = F.when(sees(dates[0]), F.lit(dates[0]))
+    for d in dates[1:]:
+        first = first.when(sees(d), F.lit(d))
+    return first
 
 
-def person_activity(events: DataFrame, identity: DataFrame, d: date) -> DataFrame:
-    """Per person: first/last event date, has_email and the known customer id (SPEC §8.9–8.12).
+def _each_date_from(first: Column, dates: list[date], until: Column | None = None) -> Column:
+    """One row per snapshot date in [first, until): what a row seen from `first` on is part of."""
+    if until is None:
+        seen = lambda x: x >= first  # noqa: E731
+    else:
+        seen = lambda x: (x >= first) & (until.isNull() | (x < until))  # noqa: E731
+    return F.explode(F.filter(F.array(*[F.lit(d) for d in dates]), seen))
 
-    Events are first reduced to one row per (anonymous_id, customer_id) — min, max and any are
-    associative — so the identity join moves a few rows per visitor instead of every event.
+
+def identity_as_of(identity: DataFrame, when: Dates) -> DataFrame:
+    """(snapshot_date, anonymous_id) → customer_id of its latest link up to that date (ties: larger id)."""
+    dates = as_dates(when)
+    links = identity.filter(F.col("event_time") < _until_end_of(dates[-1]))
+    first = _first_date_seeing(dates, lambda d: F.col("event_time") < _until_end_of(d))
+    latest = F.max(F.struct("event_time", "customer_id"))  # associative: reduce per date seen, then fan out
+    per_first = links.groupBy("anonymous_id", first.alias("_from")).agg(latest.alias("_v"))
+    per_date = per_first.select(
+        _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "_v"
+    )
+    return per_date.groupBy("snapshot_date", "anonymous_id").agg(
+        F.max("_v").getField("customer_id").alias("mapped_customer_id")
+    )
+
+
+def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> DataFrame:
+    """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
+
+    Events are first reduced to one row per (anonymous_id, customer_id, first date seeing them) —
+    min, max and any are associative — so only a few rows per visitor and date move on. Events
+    that carry a customer_id need no identity lookup: only anonymous ones join the links.
     """
-    visible = events.filter(F.col("event_date") <= F.lit(d))
-    per_id = visible.groupBy("anonymous_id", "customer_id").agg(
+    dates = as_dates(when)
+    visible = events.filter(F.col("event_date") <= F.lit(dates[-1]))
+    first = _first_date_seeing(dates, lambda d: F.col("event_date") <= F.lit(d))
+    per_id = visible.groupBy("anonymous_id", "customer_id", first.alias("_from")).agg(
         F.min("event_date").alias("first_event_date"),
         F.max("event_date").alias("last_event_date"),
         F.max(F.coalesce("has_email", F.lit(False))).alias("ev_has_email"),
     )
-    mapped = per_id.join(identity_as_of(identity, d), "anonymous_id", "left")
-    known = F.coalesce(F.col("customer_id"), F.col("mapped_customer_id"))
-    person = F.coalesce(known, F.concat(F.lit("anon:"), F.col("anonymous_id")))
+    facts = ["first_event_date", "last_event_date", "ev_has_email"]
+    per_date = per_id.select(
+        _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "customer_id", *facts
+    )
+    known = per_date.filter(F.col("customer_id").isNotNull()).select(
+        "snapshot_date",
+        F.col("customer_id").alias("person_id"),
+        F.col("customer_id").alias("known_customer_id"),
+        *facts,
+    )
+    anonymous = (
+        per_date.filter(F.col("customer_id").isNull())
+        .join(identity_as_of(identity, dates), ["snapshot_date", "anonymous_id"], how="left")
+        .select(
+            "snapshot_date",
+            F.coalesce("mapped_customer_id", F.concat(F.lit("anon:"), F.col("anonymous_id"))).alias(
+                "person_id"
+            ),
+            F.col("mapped_customer_id").alias("known_customer_id"),
+            *facts,
+        )
+    )
     return (
-        mapped.select(person.alias("person_id"), known.alias("known_customer_id"), *per_id.columns[2:])
-        .groupBy("person_id")
+        known.unionByName(anonymous)
+        .groupBy("snapshot_date", "person_id")
         .agg(
             F.min("first_event_date").alias("first_event_date"),
             F.max("last_event_date").alias("last_event_date"),
@@ -63,24 +126,38 @@ def person_activity(events: DataFrame, identity: DataFrame, d: date) -> DataFram
     )
 
 
-def valid_orders_as_of(orders: DataFrame, d: date) -> DataFrame:
-    """The latest accepted version of each order recorded up to D, kept when placed/completed and dated ≤ D.
+def valid_orders_as_of(orders: DataFrame, when: Dates) -> DataFrame:
+    """Per snapshot date D: the latest version of each order recorded up to D, if placed/completed and dated ≤ D.
 
-    Silver holds one row per (order_id, updated_at), so the max of a struct led by updated_at
-    is that latest version (cheaper than max_by, and deterministic by construction).
+    Versions of an order in update order: each one is the latest from the first date seeing it
+    until the first date seeing the next one (a version superseded the same day covers no date).
+    The order covers every column, so even duplicate versions give one deterministic answer.
     """
-    recorded = orders.filter(F.col("updated_at") < _until_end_of(d))
-    latest = recorded.groupBy("order_id").agg(
-        F.max(F.struct("updated_at", "customer_id", "order_date", "status", "amount_base")).alias("v")
+    dates = as_dates(when)
+    in_update_order = Window.partitionBy("order_id").orderBy(
+        "updated_at", "customer_id", "order_date", "status", "amount_base"
     )
-    return latest.select("order_id", "v.customer_id", "v.order_date", "v.status", "v.amount_base").filter(
-        F.col("status").isin(*VALID_STATUSES) & (F.col("order_date") <= F.lit(d))
+    versions = (
+        orders.filter(F.col("updated_at") < _until_end_of(dates[-1]))
+        .withColumn("_from", _first_date_seeing(dates, lambda d: F.col("updated_at") < _until_end_of(d)))
+        .withColumn("_until", F.lead("_from").over(in_update_order))
+    )
+    per_date = versions.select(
+        "order_id",
+        "customer_id",
+        "order_date",
+        "status",
+        "amount_base",
+        _each_date_from(F.col("_from"), dates, F.col("_until")).alias("snapshot_date"),
+    )
+    return per_date.filter(
+        F.col("status").isin(*VALID_STATUSES) & (F.col("order_date") <= F.col("snapshot_date"))
     )
 
 
-def customer_metrics(valid_orders: DataFrame, d: date, lookback_days: int) -> DataFrame:
-    in_window = F.col("order_date") > F.lit(d - timedelta(days=lookback_days))
-    return valid_orders.groupBy(F.col("customer_id").alias("person_id")).agg(
+def customer_metrics(valid_orders: DataFrame, lookback_days: int) -> DataFrame:
+    in_window = F.col("order_date") > F.date_sub(F.col("snapshot_date"), lookback_days)
+    return valid_orders.groupBy("snapshot_date", F.col("customer_id").alias("person_id")).agg(
         F.count(F.lit(1)).cast("int").alias("orders_lifetime"),
         F.min("order_date").alias("first_order_date"),
         F.max("order_date").alias("last_order_date"),
@@ -89,24 +166,27 @@ def customer_metrics(valid_orders: DataFrame, d: date, lookback_days: int) -> Da
     )
 
 
-def _score(pct: str, bins: int) -> F.Column:
+def _score(pct: str, bins: int) -> Column:
     return F.when(
         F.col(pct).isNotNull(), F.least(F.lit(bins), (F.floor(F.col(pct) * F.lit(bins)) + 1).cast("int"))
     ).cast("int")
 
 
 def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
-    """Percentiles and scores for customers; visitors keep nulls."""
+    """Percentiles and scores for customers, ranked within their snapshot date; visitors keep nulls."""
     customers = people.filter("is_customer").select(
+        "snapshot_date",
         "person_id",
         (-F.col("recency_days")).alias("_r_key"),
         F.col("frequency").alias("_f_key"),
         F.col("monetary").alias("_m_key"),
     )
     keys = {f"_{dim}_key": f"{dim}_percentile" for dim in "rfm"}
-    scored = with_percentiles(customers, keys, params.percentile, params.approx_relative_error)
-    scored = scored.select("person_id", "r_percentile", "f_percentile", "m_percentile")
-    out = people.join(scored, "person_id", "left")
+    scored = with_percentiles(
+        customers, keys, params.percentile, params.approx_relative_error, by="snapshot_date"
+    )
+    scored = scored.select("snapshot_date", "person_id", "r_percentile", "f_percentile", "m_percentile")
+    out = people.join(scored, ["snapshot_date", "person_id"], how="left")
     b = params.score_bins
     out = out.select(
         "*",
@@ -120,16 +200,18 @@ def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
 
 
 def build_people(
-    events: DataFrame, orders: DataFrame, identity: DataFrame, d: date, params: SnapshotParams
+    events: DataFrame, orders: DataFrame, identity: DataFrame, when: Dates, params: SnapshotParams
 ) -> DataFrame:
-    """The population of D with its RFM metrics, before scoring (one row per person)."""
-    activity = person_activity(events, identity, d)
-    metrics = customer_metrics(valid_orders_as_of(orders, d), d, params.lookback_days)
-    people = metrics.join(activity, "person_id", "full")
+    """The population of each snapshot date with its RFM metrics, before scoring (one row per date and person)."""
+    dates = as_dates(when)
+    activity = person_activity(events, identity, dates)
+    metrics = customer_metrics(valid_orders_as_of(orders, dates), params.lookback_days)
+    people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
-    active_since = F.lit(d - timedelta(days=params.active_days))
-    people = people.filter(is_customer | (F.col("last_event_date") > active_since))
+    is_active = F.col("last_event_date") > F.date_sub(F.col("snapshot_date"), params.active_days)
+    people = people.filter(is_customer | is_active)
     return people.select(
+        "snapshot_date",
         "person_id",
         F.when(is_customer, F.col("person_id")).otherwise(F.col("known_customer_id")).alias("customer_id"),
         is_customer.alias("is_customer"),
@@ -139,18 +221,18 @@ def build_people(
         "first_order_date",
         "last_order_date",
         F.coalesce("orders_lifetime", F.lit(0)).cast("int").alias("orders_lifetime"),
-        F.datediff(F.lit(d), F.col("last_order_date")).cast("int").alias("recency_days"),
+        F.datediff(F.col("snapshot_date"), F.col("last_order_date")).cast("int").alias("recency_days"),
         F.coalesce("frequency", F.lit(0)).cast("int").alias("frequency"),
         F.coalesce("monetary", F.lit(0)).cast(MONEY).alias("monetary"),
     )
 
 
-def score_snapshot(people: DataFrame, d: date, params: SnapshotParams, model: SegmentModel) -> DataFrame:
-    """Scores and segments for the people of D, in the declared column order.
+def score_snapshot(people: DataFrame, params: SnapshotParams, model: SegmentModel) -> DataFrame:
+    """Scores and segments for the people of each date, in the declared column order.
 
     Exact and approx percentiles read `people` three times (bounds and bucket sizes go to the
     driver before the final join): callers that care about speed persist it first, so silver is
-    scanned once (see `pipeline.publish_date`).
+    scanned once (see `pipeline.publish_dates`).
     """
     scored = with_rfm_scores(people, params)
     segment = model.segment_column()
@@ -158,7 +240,6 @@ def score_snapshot(people: DataFrame, d: date, params: SnapshotParams, model: Se
         scored.withColumn("segment", segment)
         .withColumn("segment_name", F.element_at(model.lookup("name"), F.col("segment")))
         .withColumn("stage", F.element_at(model.lookup("stage"), F.col("segment")))
-        .withColumn("snapshot_date", F.lit(d))
         .select(*[F.col(f.name).cast(f.dataType) for f in CUSTOMER_SNAPSHOT.schema.fields])
     )
 
@@ -167,9 +248,9 @@ def build_snapshot(
     events: DataFrame,
     orders: DataFrame,
     identity: DataFrame,
-    d: date,
+    when: Dates,
     params: SnapshotParams,
     model: SegmentModel,
 ) -> DataFrame:
-    """The snapshot rows of D, in the declared column order."""
-    return score_snapshot(build_people(events, orders, identity, d, params), d, params, model)
+    """The snapshot rows of each date, in the declared column order."""
+    return score_snapshot(build_people(events, orders, identity, when, params), params, model)

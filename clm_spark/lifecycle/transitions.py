@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import SegmentModel
@@ -16,21 +17,45 @@ from clm_spark.tables import (
     SEGMENT_TRANSITIONS,
 )
 
+PreviousOf = Mapping[date, date | None]
 
-def _pairs(current: DataFrame, previous: DataFrame) -> DataFrame:
-    cur = current.select("person_id", F.col("segment").alias("to_segment"), F.col("stage").alias("to_stage"))
-    prev = previous.select(
-        "person_id", F.col("segment").alias("from_segment"), F.col("stage").alias("from_stage")
+
+def _previous_date(prev_of: PreviousOf) -> Column:
+    """The previous snapshot date of each row's snapshot_date (null on a first snapshot)."""
+    pairs = [x for d, p in prev_of.items() for x in (F.lit(d), F.lit(p).cast("date"))]
+    return F.element_at(F.create_map(*pairs), F.col("snapshot_date"))
+
+
+def _pairs(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
+    """Each person's segment on D and on the previous snapshot of D, for every D of `prev_of`.
+
+    `previous` holds the rows of the previous dates under their own snapshot_date; each one is
+    relabelled with the date it precedes (a date precedes at most one of ours).
+    """
+    follows = {p: d for d, p in prev_of.items() if p is not None}
+    cur = current.select(
+        "snapshot_date", "person_id", F.col("segment").alias("to_segment"), F.col("stage").alias("to_stage")
     )
-    return prev.join(cur, "person_id", "full")
+    relabel = F.create_map(*[x for p, d in follows.items() for x in (F.lit(p), F.lit(d))])
+    prev = previous.filter(F.col("snapshot_date").isin(*follows) if follows else F.lit(False)).select(
+        (F.element_at(relabel, F.col("snapshot_date")) if follows else F.col("snapshot_date")).alias(
+            "snapshot_date"
+        ),
+        "person_id",
+        F.col("segment").alias("from_segment"),
+        F.col("stage").alias("from_stage"),
+    )
+    return prev.join(cur, ["snapshot_date", "person_id"], how="full")
 
 
-def build_transitions(current: DataFrame, previous: DataFrame, d: date, prev_date: date | None) -> DataFrame:
-    """One row per person whose segment differs between the previous snapshot and D."""
-    changed = _pairs(current, previous).filter(~F.col("from_segment").eqNullSafe(F.col("to_segment")))
+def build_transitions(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
+    """One row per date D and person whose segment differs between the previous snapshot and D."""
+    changed = _pairs(current, previous, prev_of).filter(
+        ~F.col("from_segment").eqNullSafe(F.col("to_segment"))
+    )
     return changed.select(
-        F.lit(d).alias("snapshot_date"),
-        F.lit(prev_date).cast("date").alias("previous_snapshot_date"),
+        "snapshot_date",
+        _previous_date(prev_of).alias("previous_snapshot_date"),
         "person_id",
         "from_segment",
         "to_segment",
@@ -39,26 +64,32 @@ def build_transitions(current: DataFrame, previous: DataFrame, d: date, prev_dat
     ).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITIONS.schema.fields])
 
 
-def build_matrix(current: DataFrame, previous: DataFrame, d: date) -> DataFrame:
-    """Persons per (from, to) pair, unchanged, new (from null) and left (to null) included."""
+def build_matrix(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
+    """Persons per date and (from, to) pair, unchanged, new (from null) and left (to null) included."""
     counts = (
-        _pairs(current, previous)
-        .groupBy("from_segment", "to_segment")
+        _pairs(current, previous, prev_of)
+        .groupBy("snapshot_date", "from_segment", "to_segment")
         .agg(F.count(F.lit(1)).alias("persons"))
     )
-    return counts.select(
-        F.lit(d).alias("snapshot_date"), "from_segment", "to_segment", F.col("persons").cast("long")
-    ).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITION_MATRIX.schema.fields])
+    return counts.select("snapshot_date", "from_segment", "to_segment", F.col("persons").cast("long")).select(
+        *[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITION_MATRIX.schema.fields]
+    )
 
 
 def build_summary(
-    spark: SparkSession, current: DataFrame, transitions: DataFrame, d: date, model: SegmentModel
+    spark: SparkSession,
+    current: DataFrame,
+    transitions: DataFrame,
+    dates: Sequence[date],
+    model: SegmentModel,
 ) -> DataFrame:
-    """One row per configured segment: persons, share, money, averages, entered, left (SPEC §8.14)."""
+    """Per date, one row per configured segment: persons, share, money, averages, entered, left (SPEC §8.14)."""
     segments = spark.createDataFrame(
-        [(r.id, r.name, r.stage) for r in model.rules], "segment string, segment_name string, stage string"
+        [(d, r.id, r.name, r.stage) for d in dates for r in model.rules],
+        "snapshot_date date, segment string, segment_name string, stage string",
     )
-    per = current.groupBy("segment").agg(
+    keys = ["snapshot_date", "segment"]
+    per = current.groupBy(*keys).agg(
         F.count(F.lit(1)).alias("persons"),
         F.sum("monetary").alias("_money"),
         F.avg("recency_days").alias("avg_recency_days"),
@@ -67,28 +98,28 @@ def build_summary(
     )
     entered = (
         transitions.filter(F.col("to_segment").isNotNull())
-        .groupBy(F.col("to_segment").alias("segment"))
+        .groupBy("snapshot_date", F.col("to_segment").alias("segment"))
         .agg(F.count(F.lit(1)).alias("entered"))
     )
     left = (
         transitions.filter(F.col("from_segment").isNotNull())
-        .groupBy(F.col("from_segment").alias("segment"))
+        .groupBy("snapshot_date", F.col("from_segment").alias("segment"))
         .agg(F.count(F.lit(1)).alias("left"))
     )
     out = (
-        segments.join(per, "segment", "left")
-        .join(entered, "segment", "left")
-        .join(left, "segment", "left")
+        segments.join(per, keys, how="left")
+        .join(entered, keys, how="left")
+        .join(left, keys, how="left")
         .withColumn("persons", F.coalesce("persons", F.lit(0)))
     )
-    pop = out.crossJoin(out.agg(F.sum("persons").alias("_pop")))  # one row: the population of D
-    return pop.select(
-        F.lit(d).alias("snapshot_date"),
+    population = F.sum("persons").over(Window.partitionBy("snapshot_date"))  # segments x dates rows
+    return out.select(
+        "snapshot_date",
         "segment",
         "segment_name",
         "stage",
         F.col("persons").cast("long").alias("persons"),
-        F.when(F.col("_pop") > 0, F.col("persons") / F.col("_pop")).otherwise(F.lit(0.0)).alias("share"),
+        F.when(population > 0, F.col("persons") / population).otherwise(F.lit(0.0)).alias("share"),
         F.coalesce(F.col("_money"), F.lit(0)).cast(MONEY).alias("monetary_total"),
         F.col("avg_recency_days").cast("double"),
         F.col("avg_frequency").cast("double"),
@@ -98,13 +129,13 @@ def build_summary(
     ).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_SUMMARY.schema.fields])
 
 
-def build_cutpoints(current: DataFrame, d: date, bins: int) -> DataFrame:
-    """Per dimension and score: the value range it covers and its customers; degenerate flag."""
+def build_cutpoints(current: DataFrame, bins: int) -> DataFrame:
+    """Per date, dimension and score: the value range it covers and its customers; degenerate flag."""
     customers = current.filter("is_customer")
     parts = []
     for dim, metric in (("r", "recency_days"), ("f", "frequency"), ("m", "monetary")):
         parts.append(
-            customers.groupBy(F.col(f"{dim}_score").alias("score"))
+            customers.groupBy("snapshot_date", F.col(f"{dim}_score").alias("score"))
             .agg(
                 F.min(metric).cast("decimal(18,2)").alias("min_value"),
                 F.max(metric).cast("decimal(18,2)").alias("max_value"),
@@ -113,9 +144,9 @@ def build_cutpoints(current: DataFrame, d: date, bins: int) -> DataFrame:
             .withColumn("dimension", F.lit(dim))
         )
     union = parts[0].unionByName(parts[1]).unionByName(parts[2])
-    distinct_scores = F.count(F.lit(1)).over(Window.partitionBy("dimension"))
+    distinct_scores = F.count(F.lit(1)).over(Window.partitionBy("snapshot_date", "dimension"))
     return union.select(
-        F.lit(d).alias("snapshot_date"),
+        "snapshot_date",
         "dimension",
         F.col("score").cast("int"),
         "min_value",
