@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--date", required=True, help="snapshot date D: YYYY-MM-DD, today or yesterday (UTC)")
 
     backfill = sub.add_parser(
-        "backfill", parents=[common], help="publish every date from --start to --end (one pass, one commit per table)"
+        "backfill",
+        parents=[common],
+        help="publish every date from --start to --end (one pass, one commit per table)",
     )
     backfill.add_argument("--start", required=True, help="first snapshot date (YYYY-MM-DD)")
     backfill.add_argument("--end", required=True, help="last snapshot date (YYYY-MM-DD), inclusive")

@@ -187,14 +187,16 @@ def publish_dates(
         if rules is not None:
             has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
             frames = {spec.name: df for spec, df in outputs.items()}
-            frames["checks/reconciliation"] = reconciliation(
-                outputs[CUSTOMER_SNAPSHOT],
-                outputs[SEGMENT_SUMMARY],
-                outputs[SEGMENT_TRANSITION_MATRIX],
-                previous,
-                prev_of,
-                has_input,
-            )
+            frames["checks/reconciliation"] = keep(
+                reconciliation(
+                    outputs[CUSTOMER_SNAPSHOT],
+                    outputs[SEGMENT_SUMMARY],
+                    outputs[SEGMENT_TRANSITION_MATRIX],
+                    previous,
+                    prev_of,
+                    has_input,
+                )
+            )  # one row per date, read by every check
             with step(f"validate {_label(dates)}"):
                 validation = _gate(lake, rules, run_id, dates, frames)
         versions = {}

@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import yaml
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -187,11 +188,14 @@ def validate_frames(frames: dict[str, DataFrame], rules: Rules) -> ValidationRep
         derived = df.select(
             "*", *[F.expr(sql).alias(name) for name, sql in rules.derive.get(table, {}).items()]
         )
+        # a frame without derived columns has the plan of the caller's frame, maybe cached: keep it
+        cached = derived.storageLevel != StorageLevel.NONE
         started = time.perf_counter()
         try:
             report.results += validator.validate(table, derived, checks)
         finally:
-            derived.unpersist()  # GX persists each batch and never releases it
+            if not cached:
+                derived.unpersist()  # GX persists each batch and never releases it
         log.info("validated %s: %d checks in %.1fs", table, len(checks), time.perf_counter() - started)
     return report
 

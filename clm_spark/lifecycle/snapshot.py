@@ -54,7 +54,12 @@ def _first_date_seeing(dates: list[date], sees: Callable[[date], Column]) -> Col
 
 
 def _each_date_from(first: Column, dates: list[date], until: Column | None = None) -> Column:
-    """One row per snapshot date in [first, until): what a row seen from `first` on is part of."""
+    """One row per snapshot date in [first, until): what a row seen from `first` on is part of.
+
+    With one date every row that reaches here is seen by it (callers drop later rows first).
+    """
+    if len(dates) == 1:
+        return F.lit(dates[0])
     if until is None:
         seen = lambda x: x >= first  # noqa: E731
     else:
@@ -69,6 +74,12 @@ def identity_as_of(identity: DataFrame, when: Dates) -> DataFrame:
     first = _first_date_seeing(dates, lambda d: F.col("event_time") < _until_end_of(d))
     latest = F.max(F.struct("event_time", "customer_id"))  # associative: reduce per date seen, then fan out
     per_first = links.groupBy("anonymous_id", first.alias("_from")).agg(latest.alias("_v"))
+    if len(dates) == 1:  # already one row per (date, anonymous_id)
+        return per_first.select(
+            F.col("_from").alias("snapshot_date"),
+            "anonymous_id",
+            F.col("_v").getField("customer_id").alias("mapped_customer_id"),
+        )
     per_date = per_first.select(
         _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "_v"
     )
@@ -129,26 +140,29 @@ def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> Data
 def valid_orders_as_of(orders: DataFrame, when: Dates) -> DataFrame:
     """Per snapshot date D: the latest version of each order recorded up to D, if placed/completed and dated ≤ D.
 
-    Versions of an order in update order: each one is the latest from the first date seeing it
-    until the first date seeing the next one (a version superseded the same day covers no date).
-    The order covers every column, so even duplicate versions give one deterministic answer.
+    Per order and first date seeing its versions, the latest of them (silver holds one row per
+    (order_id, updated_at), so the max of a struct led by updated_at is that version: cheaper
+    than a window, deterministic by construction). Each stays the order's state until the first
+    date seeing a later one.
     """
     dates = as_dates(when)
-    in_update_order = Window.partitionBy("order_id").orderBy(
-        "updated_at", "customer_id", "order_date", "status", "amount_base"
+    recorded = orders.filter(F.col("updated_at") < _until_end_of(dates[-1]))
+    first = _first_date_seeing(dates, lambda d: F.col("updated_at") < _until_end_of(d))
+    latest = recorded.groupBy("order_id", first.alias("_from")).agg(
+        F.max(F.struct("updated_at", "customer_id", "order_date", "status", "amount_base")).alias("v")
     )
-    versions = (
-        orders.filter(F.col("updated_at") < _until_end_of(dates[-1]))
-        .withColumn("_from", _first_date_seeing(dates, lambda d: F.col("updated_at") < _until_end_of(d)))
-        .withColumn("_until", F.lead("_from").over(in_update_order))
-    )
-    per_date = versions.select(
-        "order_id",
-        "customer_id",
-        "order_date",
-        "status",
-        "amount_base",
-        _each_date_from(F.col("_from"), dates, F.col("_until")).alias("snapshot_date"),
+    until = None
+    if len(dates) > 1:
+        until = F.col("_until")
+        latest = latest.withColumn(
+            "_until", F.lead("_from").over(Window.partitionBy("order_id").orderBy("_from"))
+        )
+    per_date = latest.select(
+        "v.customer_id",
+        "v.order_date",
+        "v.status",
+        "v.amount_base",
+        _each_date_from(F.col("_from"), dates, until).alias("snapshot_date"),
     )
     return per_date.filter(
         F.col("status").isin(*VALID_STATUSES) & (F.col("order_date") <= F.col("snapshot_date"))
