@@ -183,6 +183,8 @@ def publish_dates(
             outputs = tamper(outputs)
         # validation and the writes read every output again: compute each one once
         outputs = {spec: keep(df) for spec, df in outputs.items()}
+        for df in outputs.values():  # materialised here, once, rather than inside some GX metric job
+            df.count()
         validation = "not run (validation.enabled is false)"
         if rules is not None:
             has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
@@ -197,6 +199,7 @@ def publish_dates(
                     has_input,
                 )
             )  # one row per date, read by every check
+            frames["checks/reconciliation"].count()
             with step(f"validate {_label(dates)}"):
                 validation = _gate(lake, rules, run_id, dates, frames)
         versions = {}
