@@ -26,6 +26,7 @@ def spark():
             # the cleaner frees shuffle files and broadcasts only after a JVM GC; the default
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",
+            "spark.driver.memory": "6g",  # headroom for the multi-date tests late in a long session
         },
     )
     session.sparkContext.setLogLevel("ERROR")
