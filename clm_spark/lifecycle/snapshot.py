@@ -56,10 +56,12 @@ def _first_date_seeing(dates: list[date], sees: Callable[[date], Column]) -> Col
 def _each_date_from(first: Column, dates: list[date], until: Column | None = None) -> Column:
     """One row per snapshot date in [first, until): what a row seen from `first` on is part of.
 
-    With one date every row that reaches here is seen by it (callers drop later rows first).
+    With one date every row that reaches here is seen by it (callers drop later rows first), so
+    `first` is that date: kept as a column rather than a literal, because the optimizer folds a
+    literal out of join keys but not out of grouping keys, and the joins would shuffle again.
     """
     if len(dates) == 1:
-        return F.lit(dates[0])
+        return first
     if until is None:
         seen = lambda x: x >= first  # noqa: E731
     else:
@@ -92,8 +94,8 @@ def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> Data
     """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
 
     Events are first reduced to one row per (anonymous_id, customer_id, first date seeing them) —
-    min, max and any are associative — so only a few rows per visitor and date move on. Events
-    that carry a customer_id need no identity lookup: only anonymous ones join the links.
+    min, max and any are associative — so only a few rows per visitor and date reach the
+    identity join. An event's own customer_id wins over its visitor's link.
     """
     dates = as_dates(when)
     visible = events.filter(F.col("event_date") <= F.lit(dates[-1]))
@@ -107,26 +109,12 @@ def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> Data
     per_date = per_id.select(
         _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "customer_id", *facts
     )
-    known = per_date.filter(F.col("customer_id").isNotNull()).select(
-        "snapshot_date",
-        F.col("customer_id").alias("person_id"),
-        F.col("customer_id").alias("known_customer_id"),
-        *facts,
-    )
-    anonymous = (
-        per_date.filter(F.col("customer_id").isNull())
-        .join(identity_as_of(identity, dates), ["snapshot_date", "anonymous_id"], how="left")
-        .select(
-            "snapshot_date",
-            F.coalesce("mapped_customer_id", F.concat(F.lit("anon:"), F.col("anonymous_id"))).alias(
-                "person_id"
-            ),
-            F.col("mapped_customer_id").alias("known_customer_id"),
-            *facts,
-        )
-    )
+    # one join for every row (a filter per kind would push below the aggregate and scan events twice)
+    mapped = per_date.join(identity_as_of(identity, dates), ["snapshot_date", "anonymous_id"], how="left")
+    known = F.coalesce("customer_id", "mapped_customer_id")
+    person = F.coalesce(known, F.concat(F.lit("anon:"), F.col("anonymous_id")))
     return (
-        known.unionByName(anonymous)
+        mapped.select("snapshot_date", person.alias("person_id"), known.alias("known_customer_id"), *facts)
         .groupBy("snapshot_date", "person_id")
         .agg(
             F.min("first_event_date").alias("first_event_date"),
