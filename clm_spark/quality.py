@@ -144,7 +144,8 @@ class GxValidator:
         self.gx = gx
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.source = self.ctx.data_sources.add_spark("clm")
+        # frames arrive materialised (see validate_frames): GX's own persist would be a second copy
+        self.source = self.ctx.data_sources.add_spark("clm", persist=False)
         self.batches: dict[str, object] = {}
 
     @classmethod
@@ -177,8 +178,14 @@ class GxValidator:
         return out
 
 
-def validate_frames(frames: dict[str, DataFrame], rules: Rules) -> ValidationReport:
-    """Validate each named DataFrame with its derived columns and expectations."""
+def validate_frames(frames: dict[str, DataFrame], rules: Rules, checkpoint: bool = True) -> ValidationReport:
+    """Validate each named DataFrame with its derived columns and expectations.
+
+    GX runs dozens of small queries per table. With `checkpoint` each frame is first computed once
+    and cut from its lineage, so each query is planned in milliseconds instead of re-analysing
+    (and, for an uncached frame, recomputing) the whole snapshot plan; the copy is freed after.
+    Callers whose frames are cached with a short plan (refine) pass False and skip the copy.
+    """
     report = ValidationReport()
     validator = GxValidator.get()
     for table, df in frames.items():
@@ -186,24 +193,40 @@ def validate_frames(frames: dict[str, DataFrame], rules: Rules) -> ValidationRep
         if not checks:
             continue
         started = time.perf_counter()
-        # GX runs dozens of small queries per table: on a frame cut from its lineage each one is
-        # planned in milliseconds instead of re-analysing the whole snapshot plan every time
         derived = df.select(
             "*", *[F.expr(sql).alias(name) for name, sql in rules.derive.get(table, {}).items()]
-        ).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+        )
+        if checkpoint:
+            derived = derived.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         try:
             report.results += validator.validate(table, derived, checks)
         finally:
-            derived.unpersist()  # GX persists each batch and never releases it
+            if checkpoint:
+                _drop_checkpoint(derived)
         log.info("validated %s: %d checks in %.1fs", table, len(checks), time.perf_counter() - started)
     return report
 
 
+def _drop_checkpoint(df: DataFrame) -> None:
+    """Free a local checkpoint's blocks now instead of whenever Spark's cleaner next runs.
+
+    PySpark has no public call for it: the checkpointed RDD sits under the frame's logical plan
+    (classic Spark). Elsewhere (Spark Connect) the cleaner frees it once the frame is dropped.
+    """
+    try:
+        df._jdf.queryExecution().logical().rdd().unpersist(False)
+    except Exception:  # not classic Spark: nothing to free by hand
+        log.debug("local checkpoint left to Spark's cleaner")
+
+
 def require_passing(frames: dict[str, DataFrame], rules: Rules, what: str) -> ValidationReport:
-    """Validate and raise ValidationFailed on a critical failure (used where no report is kept)."""
+    """Validate and raise ValidationFailed on a critical failure (refine: no report kept).
+
+    The frames must be cached (refine's are): they are validated in place, without a copy.
+    """
     from clm_spark.errors import ValidationFailed
 
-    report = validate_frames(frames, rules)
+    report = validate_frames(frames, rules, checkpoint=False)
     if report.critical_failures:
         raise ValidationFailed(f"{', '.join(frames)} {what}: {report.summary()}")
     for warning in report.warnings:

@@ -43,8 +43,12 @@ def _frames(spark, model, current, previous):
 
 def test_clean_outputs_pass(spark, model, rules):
     prev, cur = _case(spark)
+    persisted = spark.sparkContext._jsc.getPersistentRDDs
+    before = persisted().size()
     report = validate_frames(_frames(spark, model, cur, prev), rules)
     assert report.critical_failures == [] and len(report.results) == 24, report.summary()
+    # every frame handed to GX (a local checkpoint GX also caches) is released again
+    assert persisted().size() == before
 
 
 def test_corruptions_are_critical_failures(spark, model, rules):
