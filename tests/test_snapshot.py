@@ -14,7 +14,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.snapshot import SnapshotParams, build_snapshot
+from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, build_snapshot
 from clm_spark.tables import CUSTOMER_SNAPSHOT
 
 D = date(2024, 3, 31)
@@ -454,6 +454,26 @@ def test_snapshot_plan_never_moves_customers_into_one_partition(spark, model):
     assert "SinglePartition" not in _plan(snap)
     naive = snap.withColumn("naive", F.percent_rank().over(Window.orderBy("monetary")))
     assert "SinglePartition" in _plan(naive), "the check must catch the naive un-partitioned window"
+
+
+def test_one_date_plan_scans_each_input_once_and_shuffles_less_than_several(spark):
+    events, orders, identity = (
+        spark.createDataFrame(rows, schema) for rows, schema in ((EVENTS, EV), (ORDERS, OR), (IDENTITY, ID))
+    )
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")  # the plan a large lake gets
+    try:
+        one = _plan(build_people(events, orders, identity, D, SnapshotParams()))
+        two = _plan(build_people(events, orders, identity, [D, date(2024, 4, 1)], SnapshotParams()))
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+    physical = one.split("== Physical Plan ==")[1].split("\n\n")[0]
+    # events, orders, identity: a filter pushed below an aggregation once scanned events twice
+    assert physical.count("Scan ExistingRDD") + physical.count("LocalTableScan") == 3, physical
+    # a one-date literal key folded out of the joins (not the aggregations) added three shuffles
+    assert physical.count("Exchange") < two.split("== Physical Plan ==")[1].split("\n\n")[0].count(
+        "Exchange"
+    ), physical
 
 
 def test_approx_mode_scores_stay_close_to_exact(spark, model):
