@@ -47,7 +47,7 @@ def test_clean_outputs_pass(spark, model, rules):
     before = persisted().size()
     report = validate_frames(_frames(spark, model, cur, prev), rules)
     assert report.critical_failures == [] and len(report.results) == 24, report.summary()
-    # every frame handed to GX (a local checkpoint GX also caches) is released again
+    # the local checkpoint of every frame handed to GX is freed again
     assert persisted().size() == before
 
 

@@ -456,6 +456,11 @@ def test_snapshot_plan_never_moves_customers_into_one_partition(spark, model):
     assert "SinglePartition" in _plan(naive), "the check must catch the naive un-partitioned window"
 
 
+def _tree(plan: str) -> str:
+    """The operator tree of a formatted plan (without the per-operator details below it)."""
+    return plan.split("== Physical Plan ==")[1].split("\n\n")[0]
+
+
 def test_one_date_plan_scans_each_input_once_and_shuffles_less_than_several(spark):
     events, orders, identity = (
         spark.createDataFrame(rows, schema) for rows, schema in ((EVENTS, EV), (ORDERS, OR), (IDENTITY, ID))
@@ -467,13 +472,11 @@ def test_one_date_plan_scans_each_input_once_and_shuffles_less_than_several(spar
         two = _plan(build_people(events, orders, identity, [D, date(2024, 4, 1)], SnapshotParams()))
     finally:
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
-    physical = one.split("== Physical Plan ==")[1].split("\n\n")[0]
+    physical = _tree(one)
     # events, orders, identity: a filter pushed below an aggregation once scanned events twice
     assert physical.count("Scan ExistingRDD") + physical.count("LocalTableScan") == 3, physical
     # a one-date literal key folded out of the joins (not the aggregations) added three shuffles
-    assert physical.count("Exchange") < two.split("== Physical Plan ==")[1].split("\n\n")[0].count(
-        "Exchange"
-    ), physical
+    assert physical.count("Exchange") < _tree(two).count("Exchange"), physical
 
 
 def test_approx_mode_scores_stay_close_to_exact(spark, model):
