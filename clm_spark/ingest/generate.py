@@ -10,7 +10,10 @@ import gzip
 import io
 import json
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,10 +23,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DAY = 86_400
-EVENT_TYPES = np.array(["page_view", "product_view", "add_to_cart", "page_view", "product_view"])
+EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "page_view", "product_view")  # drawn uniformly
+EVENT_NAMES = (*EVENT_TYPES, "login", "email_signup")
+LOGIN, SIGNUP = len(EVENT_TYPES), len(EVENT_TYPES) + 1
+WITH_PRODUCT = frozenset(i for i, name in enumerate(EVENT_NAMES) if name in ("product_view", "add_to_cart"))
 OFFSETS = [(0, "Z"), (60, "+01:00"), (-300, "-05:00"), (330, "+05:30"), (0, "+00:00")]
 CURRENCIES = np.array(["EUR", "USD", "GBP", "SEK"])
 CURRENCY_P = [0.6, 0.25, 0.1, 0.05]
+PARALLEL_FROM = 2_000_000  # persons x days from which a pool of writers pays for its start-up
 ORDER_COLUMNS = ["order_id", "customer_id", "order_time", "updated_at", "status", "amount", "currency"]
 
 
@@ -61,10 +68,14 @@ class _Sink:
         self.out = out
         self.written: set[str] = set()
 
+    def claim(self, names) -> None:
+        for rel in names:  # every producer names its files uniquely; a repeat is a bug
+            if rel in self.written:
+                raise ValueError(f"generator wrote {rel} twice")
+            self.written.add(rel)
+
     def add(self, rel: str, lines: list[str], header: str | None = None) -> None:
-        if rel in self.written:  # every producer names its files uniquely; a repeat is a bug
-            raise ValueError(f"generator wrote {rel} twice")
-        self.written.add(rel)
+        self.claim([rel])
         if rel.endswith(".csv") and header is None:
             header = ",".join(ORDER_COLUMNS)
         body = ([header] if header else []) + lines
@@ -77,6 +88,115 @@ class _Sink:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+@dataclass(frozen=True)
+class _EventDay:
+    """The draws of one day's events: everything `_write_event_day` needs to format them."""
+
+    seed: int
+    day: int
+    start: date
+    persons: np.ndarray
+    etime: np.ndarray
+    etype: np.ndarray
+    offset: np.ndarray
+    frac: np.ndarray
+    arrival: np.ndarray
+    has_customer: np.ndarray
+    with_email: np.ndarray
+    session: np.ndarray
+
+
+def _event_lines(ev: _EventDay) -> list[str]:
+    """One JSON line per event, formatted in one pass per row (no per-column string arrays)."""
+    seed, d = ev.seed, ev.day
+    lines = []
+    rows = zip(
+        ev.persons.tolist(),
+        _iso(ev.etime, ev.offset, ev.frac),
+        ev.etype.tolist(),
+        ev.has_customer.tolist(),
+        ev.with_email.tolist(),
+        ev.session.tolist(),
+        strict=True,
+    )
+    for j, (p, when, kind, cust, mail, sess) in enumerate(rows):
+        customer = f',"customer_id":"C{p:07d}"' if cust else ""
+        email = ""
+        if mail:
+            email = f',"email":" User{p}@Example.com "' if j % 5 == 0 else f',"email":"user{p}@example.com"'
+        product = f',"product_id":"P{(p * 7 + j) % 500:04d}"' if kind in WITH_PRODUCT else ""
+        lines.append(
+            f'{{"event_id":"E{seed}-{d:04d}-{j:08d}","event_time":"{when}","event_type":"{EVENT_NAMES[kind]}",'
+            f'"anonymous_id":"anon-{seed}-{p:07d}"{customer},"session_id":"S{p}-{d}-{sess}"{email}{product},'
+            f'"page_url":"/p/{j % 97}"}}'
+        )
+    return lines
+
+
+def _write_event_day(
+    out: Path, ev: _EventDay, bad_idx: np.ndarray, bad_kinds: list[str]
+) -> tuple[int, set[str]]:
+    """Format, corrupt and write one day's events (in a worker process); returns lines and files written."""
+    lines = _event_lines(ev)
+    for j, bad in zip(bad_idx.tolist(), bad_kinds, strict=True):
+        lines[j] = _corrupt_event(lines[j], bad)
+    sink = _Sink(out)
+    count = 0
+    for a in (ev.day, ev.day + 1):
+        arrived = [lines[i] for i in np.flatnonzero(ev.arrival == a).tolist()]
+        if not arrived:
+            continue
+        sink.add(
+            f"clickstream/dt={(ev.start + timedelta(days=a)).isoformat()}/events-{ev.day:04d}.json.gz",
+            arrived,
+        )
+        count += len(arrived)
+        redeliver = arrived[(ev.day * 7) % 200 :: 200]
+        if redeliver:
+            nxt = (ev.start + timedelta(days=a + 1)).isoformat()
+            sink.add(f"clickstream/dt={nxt}/redelivery-{ev.day:04d}.json", redeliver)
+            count += len(redeliver)
+    return count, sink.written
+
+
+class _DayWriter:
+    """Runs day writers inline (one worker) or in a process pool, a few days ahead at most."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = None
+        if workers > 1:  # fork: spawn would re-run a caller's main module that has no __main__ guard
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self.ahead = 2 * workers
+        self.pending: list[Future] = []
+        self.lines = 0
+        self.written: list[str] = []
+
+    def _take(self, result: tuple[int, set[str]]) -> None:
+        self.lines += result[0]
+        self.written.extend(sorted(result[1]))
+
+    def submit(self, fn, *args) -> None:
+        if self.pool is None:
+            self._take(fn(*args))
+            return
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.ahead:  # bounds memory: each pending day holds its draws
+            self._take(self.pending.pop(0).result())
+
+    def results(self) -> tuple[int, list[str]]:
+        """Lines and files written by every day submitted (waits for the pending ones)."""
+        while self.pending:
+            self._take(self.pending.pop(0).result())
+        return self.lines, self.written
+
+    def __enter__(self) -> _DayWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _corrupt_event(line: str, kind: str) -> str:
@@ -125,9 +245,22 @@ ORDER_BAD = [
 
 
 def generate(
-    out: str | Path, persons: int, days: int, start: date, seed: int = 7, bad_rate: float = 0.01
+    out: str | Path,
+    persons: int,
+    days: int,
+    start: date,
+    seed: int = 7,
+    bad_rate: float = 0.01,
+    workers: int | None = None,
 ) -> GenerateStats:
-    """Write clickstream/ and orders/ under `out`; return what was written and how fast."""
+    """Write clickstream/ and orders/ under `out`; return what was written and how fast.
+
+    Draws happen in order in this process; each day's events are formatted and written by
+    `workers` processes (default: one per core for a large lake, none for a small one), so the
+    bytes are the same whatever the number of workers.
+    """
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if persons * days >= PARALLEL_FROM else 1
     t0 = time.perf_counter()
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -150,197 +283,144 @@ def generate(
     season = 1 + 0.25 * np.sin(np.arange(days) * 2 * np.pi / 7) + 0.15 * (np.arange(days) % 7 >= 5)
     customer_ids = np.array([f"C{i:07d}" for i in range(n)])
     cust_obj = customer_ids.astype(object)
-    pid_obj = np.array([str(i) for i in range(n)], dtype=object)
-    anon_obj = np.array([f"anon-{seed}-{i:07d}" for i in range(n)], dtype=object)
     first_order_day = np.full(n, 10**6)
     order_seq = 0
     bad_e = bad_o = 0
 
-    for d in range(days):
-        active = (first_day <= d) & (d <= last_day)
-        # -- orders first: they decide when a buyer becomes identified
-        k_orders = rng.poisson(order_rate * season[d]) * active * (kind >= 2)
-        k_orders = k_orders + ((kind == 1) & (one_time_day == d))
-        opersons = np.repeat(np.arange(n), k_orders)
-        first_order_day[opersons] = np.minimum(first_order_day[opersons], d)
-        m = opersons.size
-        if m:
-            otime = epoch0 + d * DAY + rng.integers(0, DAY, size=m)
-            cents = np.maximum(
-                100, (rng.lognormal(3.6, 0.8, size=m) * 100 * money_scale[opersons]).astype(np.int64)
-            )
-            ccy = rng.choice(CURRENCIES, size=m, p=CURRENCY_P)
-            fate = rng.choice(
-                4, size=m, p=[0.86, 0.06, 0.04, 0.04]
-            )  # completed, cancelled, refunded, stays placed
-            ids = [f"O{seed}-{order_seq + j:09d}" for j in range(m)]
-            order_seq += m
-            off = rng.integers(0, len(OFFSETS), size=m)
-            versions = [(otime, "placed")]
-            done = otime + rng.integers(3600, 3 * DAY, size=m)
-            versions.append((np.where(fate == 1, otime + rng.integers(600, DAY, size=m), done), None))
-            versions.append((done + rng.integers(5 * DAY, 20 * DAY, size=m), "refunded"))
-            obj_amount = np.array([f"{c // 100}.{c % 100:02d}" for c in cents.tolist()], dtype=object)
-            obj_otime = np.array(_iso(otime, off), dtype=object)
-            obj_ids = np.array(ids, dtype=object)
-            for vi, (vtime, vstatus) in enumerate(versions):
-                keep = np.ones(m, bool) if vi == 0 else (fate != 3) if vi == 1 else (fate == 2)
-                status = np.where(fate == 1, "cancelled", "completed") if vi == 1 else np.full(m, vstatus)
-                status = np.where(rng.random(m) < 0.05, np.char.capitalize(status.astype(str)), status)
-                upd = _iso(vtime, off)
-                arrival = ((vtime - epoch0) // DAY).astype(np.int64)
-                arrival = arrival + (rng.random(m) < 0.01)  # late arrivals
-                fields = [
-                    obj_ids,
-                    cust_obj[opersons],
-                    obj_otime,
-                    np.asarray(upd, dtype=object),
-                    status.astype(object),
-                    obj_amount,
-                    ccy.astype(object),
-                ]
-                cols = [f[keep] for f in fields]
-                arr = arrival[keep]
-                bad_rows = np.flatnonzero(rng.random(arr.size) < bad_rate).tolist()
-                for j in bad_rows:
-                    bad = ORDER_BAD[bad_o % len(ORDER_BAD)]
-                    row = _corrupt_order([c[j] for c in cols], bad)
-                    for c, v in zip(cols, row, strict=True):
-                        c[j] = v
-                    stats.by_kind[f"orders:{bad}"] = stats.by_kind.get(f"orders:{bad}", 0) + 1
-                    bad_o += 1
-                csv_lines = cols[0]
-                for c in cols[1:]:
-                    csv_lines = csv_lines + "," + c
-                number = np.array([_plain_amount(a) for a in cols[5].tolist()], dtype=bool) & (
-                    np.arange(arr.size) % 2 == 1
+    with _DayWriter(workers) as writer:
+        for d in range(days):
+            active = (first_day <= d) & (d <= last_day)
+            # -- orders first: they decide when a buyer becomes identified
+            k_orders = rng.poisson(order_rate * season[d]) * active * (kind >= 2)
+            k_orders = k_orders + ((kind == 1) & (one_time_day == d))
+            opersons = np.repeat(np.arange(n), k_orders)
+            first_order_day[opersons] = np.minimum(first_order_day[opersons], d)
+            m = opersons.size
+            if m:
+                otime = epoch0 + d * DAY + rng.integers(0, DAY, size=m)
+                cents = np.maximum(
+                    100, (rng.lognormal(3.6, 0.8, size=m) * 100 * money_scale[opersons]).astype(np.int64)
                 )
-                amount_json = np.where(number, cols[5], '"' + cols[5] + '"')
-                json_lines = (
-                    '{"order_id":"'
-                    + cols[0]
-                    + '","customer_id":"'
-                    + cols[1]
-                    + '","order_time":"'
-                    + cols[2]
-                    + '","updated_at":"'
-                    + cols[3]
-                    + '","status":"'
-                    + cols[4]
-                    + '","amount":'
-                    + amount_json
-                    + ',"currency":"'
-                    + cols[6]
-                    + '"}'
-                )
-                for a in np.unique(arr).tolist():
-                    if a >= days + 25:
-                        continue
-                    sel = arr == a
-                    as_json = a % 7 == 3
-                    adate = (start + timedelta(days=a)).isoformat()
-                    rel = f"orders/dt={adate}/orders-d{d:04d}-v{vi}.{'json' if as_json else 'csv'}"
-                    lines = (json_lines if as_json else csv_lines)[sel].tolist()
-                    sink.add(rel, lines)
-                    stats.order_lines += len(lines)
-                    again = lines[(a * 13) % 200 :: 200]
-                    if again:
-                        sink.add(rel.replace("orders-", "redelivery-"), again)
-                        stats.order_lines += len(again)
+                ccy = rng.choice(CURRENCIES, size=m, p=CURRENCY_P)
+                fate = rng.choice(
+                    4, size=m, p=[0.86, 0.06, 0.04, 0.04]
+                )  # completed, cancelled, refunded, stays placed
+                ids = [f"O{seed}-{order_seq + j:09d}" for j in range(m)]
+                order_seq += m
+                off = rng.integers(0, len(OFFSETS), size=m)
+                versions = [(otime, "placed")]
+                done = otime + rng.integers(3600, 3 * DAY, size=m)
+                versions.append((np.where(fate == 1, otime + rng.integers(600, DAY, size=m), done), None))
+                versions.append((done + rng.integers(5 * DAY, 20 * DAY, size=m), "refunded"))
+                obj_amount = np.array([f"{c // 100}.{c % 100:02d}" for c in cents.tolist()], dtype=object)
+                obj_otime = np.array(_iso(otime, off), dtype=object)
+                obj_ids = np.array(ids, dtype=object)
+                for vi, (vtime, vstatus) in enumerate(versions):
+                    keep = np.ones(m, bool) if vi == 0 else (fate != 3) if vi == 1 else (fate == 2)
+                    status = np.where(fate == 1, "cancelled", "completed") if vi == 1 else np.full(m, vstatus)
+                    status = np.where(rng.random(m) < 0.05, np.char.capitalize(status.astype(str)), status)
+                    upd = _iso(vtime, off)
+                    arrival = ((vtime - epoch0) // DAY).astype(np.int64)
+                    arrival = arrival + (rng.random(m) < 0.01)  # late arrivals
+                    fields = [
+                        obj_ids,
+                        cust_obj[opersons],
+                        obj_otime,
+                        np.asarray(upd, dtype=object),
+                        status.astype(object),
+                        obj_amount,
+                        ccy.astype(object),
+                    ]
+                    cols = [f[keep] for f in fields]
+                    arr = arrival[keep]
+                    bad_rows = np.flatnonzero(rng.random(arr.size) < bad_rate).tolist()
+                    for j in bad_rows:
+                        bad = ORDER_BAD[bad_o % len(ORDER_BAD)]
+                        row = _corrupt_order([c[j] for c in cols], bad)
+                        for c, v in zip(cols, row, strict=True):
+                            c[j] = v
+                        stats.by_kind[f"orders:{bad}"] = stats.by_kind.get(f"orders:{bad}", 0) + 1
+                        bad_o += 1
+                    csv_lines = cols[0]
+                    for c in cols[1:]:
+                        csv_lines = csv_lines + "," + c
+                    number = np.array([_plain_amount(a) for a in cols[5].tolist()], dtype=bool) & (
+                        np.arange(arr.size) % 2 == 1
+                    )
+                    amount_json = np.where(number, cols[5], '"' + cols[5] + '"')
+                    json_lines = (
+                        '{"order_id":"'
+                        + cols[0]
+                        + '","customer_id":"'
+                        + cols[1]
+                        + '","order_time":"'
+                        + cols[2]
+                        + '","updated_at":"'
+                        + cols[3]
+                        + '","status":"'
+                        + cols[4]
+                        + '","amount":'
+                        + amount_json
+                        + ',"currency":"'
+                        + cols[6]
+                        + '"}'
+                    )
+                    for a in np.unique(arr).tolist():
+                        if a >= days + 25:
+                            continue
+                        sel = arr == a
+                        as_json = a % 7 == 3
+                        adate = (start + timedelta(days=a)).isoformat()
+                        rel = f"orders/dt={adate}/orders-d{d:04d}-v{vi}.{'json' if as_json else 'csv'}"
+                        lines = (json_lines if as_json else csv_lines)[sel].tolist()
+                        sink.add(rel, lines)
+                        stats.order_lines += len(lines)
+                        again = lines[(a * 13) % 200 :: 200]
+                        if again:
+                            sink.add(rel.replace("orders-", "redelivery-"), again)
+                            stats.order_lines += len(again)
 
-        # -- events
-        k = rng.poisson(event_rate * season[d]) * active
-        k = k + (active & (first_day == d) & email_flag)  # sign-up / first login event
-        epersons = np.repeat(np.arange(n), k)
-        if opersons.size:
-            epersons = np.concatenate([epersons, opersons])  # a login at checkout links the device
-        e = epersons.size
-        if not e:
-            continue
-        etime = epoch0 + d * DAY + rng.integers(0, DAY, size=e)
-        if opersons.size:
-            etime[-opersons.size :] = otime - rng.integers(1, 600, size=opersons.size)
-        etype = EVENT_TYPES[rng.integers(0, len(EVENT_TYPES), size=e)].astype(object)
-        identified = (first_order_day[epersons] <= d) | (login_day[epersons] <= d)
-        logged_in = identified & (rng.random(e) < 0.75)
-        is_login = np.zeros(e, bool)
-        if opersons.size:
-            is_login[-opersons.size :] = True
-            logged_in[-opersons.size :] = True
-        signup = (first_day[epersons] == d) & email_flag[epersons] & ~is_login & (rng.random(e) < 0.5)
-        etype[is_login] = "login"
-        etype[signup] = "email_signup"
-        with_email = (is_login | signup) & email_flag[epersons]
-        off = rng.integers(0, len(OFFSETS), size=e)
-        frac = np.where(rng.random(e) < 0.3, rng.integers(0, 1000, size=e), -1)
-        times = _iso(etime, off, frac)
-        arrival = d + (rng.random(e) < 0.01)
-        walk_in = registers[epersons] & (login_day[epersons] <= d) & ~logged_in & (rng.random(e) < 0.5)
-        has_cust = logged_in | walk_in
-        sess = rng.integers(0, 4, size=e)
-        idx = np.arange(e)
-        obj = np.asarray
-        ev_ids = obj([f"E{seed}-{d:04d}-{j:08d}" for j in range(e)], dtype=object)
-        cust_part = np.where(has_cust, ',"customer_id":"' + cust_obj[epersons] + '"', "")
-        mail_upper = with_email & (idx % 5 == 0)
-        email_part = np.where(
-            with_email,
-            np.where(mail_upper, ',"email":" User', ',"email":"user')
-            + pid_obj[epersons]
-            + np.where(mail_upper, '@Example.com "', '@example.com"'),
-            "",
-        )
-        has_product = (etype == "product_view") | (etype == "add_to_cart")
-        product_part = np.where(
-            has_product,
-            ',"product_id":"P'
-            + obj([f"{(p * 7 + j) % 500:04d}" for j, p in enumerate(epersons.tolist())], dtype=object)
-            + '"',
-            "",
-        )
-        lines_arr = (
-            '{"event_id":"'
-            + ev_ids
-            + '","event_time":"'
-            + obj(times, dtype=object)
-            + '","event_type":"'
-            + etype
-            + '","anonymous_id":"'
-            + anon_obj[epersons]
-            + '"'
-            + cust_part
-            + ',"session_id":"S'
-            + pid_obj[epersons]
-            + "-"
-            + str(d)
-            + "-"
-            + sess.astype(str).astype(object)
-            + '"'
-            + email_part
-            + product_part
-            + ',"page_url":"/p/'
-            + (idx % 97).astype(str).astype(object)
-            + '"}'
-        )
-        bad_idx = np.flatnonzero(rng.random(e) < bad_rate)
-        for j in bad_idx.tolist():
-            bad = EVENT_BAD[bad_e % len(EVENT_BAD)]
-            lines_arr[j] = _corrupt_event(lines_arr[j], bad)
-            stats.by_kind[f"clickstream:{bad}"] = stats.by_kind.get(f"clickstream:{bad}", 0) + 1
-            bad_e += 1
-        for a in (d, d + 1):
-            lines = lines_arr[arrival == a].tolist()
-            if not lines:
+            # -- events
+            k = rng.poisson(event_rate * season[d]) * active
+            k = k + (active & (first_day == d) & email_flag)  # sign-up / first login event
+            epersons = np.repeat(np.arange(n), k)
+            if opersons.size:
+                epersons = np.concatenate([epersons, opersons])  # a login at checkout links the device
+            e = epersons.size
+            if not e:
                 continue
-            adate = (start + timedelta(days=a)).isoformat()
-            sink.add(f"clickstream/dt={adate}/events-{d:04d}.json.gz", lines)
-            stats.event_lines += len(lines)
-            redeliver = lines[(d * 7) % 200 :: 200]
-            if redeliver:
-                nxt = (start + timedelta(days=a + 1)).isoformat()
-                sink.add(f"clickstream/dt={nxt}/redelivery-{d:04d}.json", redeliver)
-                stats.event_lines += len(redeliver)
+            etime = epoch0 + d * DAY + rng.integers(0, DAY, size=e)
+            if opersons.size:
+                etime[-opersons.size :] = otime - rng.integers(1, 600, size=opersons.size)
+            etype = rng.integers(0, len(EVENT_TYPES), size=e).astype(np.int8)  # an index into EVENT_NAMES
+            identified = (first_order_day[epersons] <= d) | (login_day[epersons] <= d)
+            logged_in = identified & (rng.random(e) < 0.75)
+            is_login = np.zeros(e, bool)
+            if opersons.size:
+                is_login[-opersons.size :] = True
+                logged_in[-opersons.size :] = True
+            signup = (first_day[epersons] == d) & email_flag[epersons] & ~is_login & (rng.random(e) < 0.5)
+            etype[is_login] = LOGIN
+            etype[signup] = SIGNUP
+            with_email = (is_login | signup) & email_flag[epersons]
+            off = rng.integers(0, len(OFFSETS), size=e)
+            frac = np.where(rng.random(e) < 0.3, rng.integers(0, 1000, size=e), -1)
+            arrival = d + (rng.random(e) < 0.01)
+            walk_in = registers[epersons] & (login_day[epersons] <= d) & ~logged_in & (rng.random(e) < 0.5)
+            has_cust = logged_in | walk_in
+            sess = rng.integers(0, 4, size=e)
+            bad_idx = np.flatnonzero(rng.random(e) < bad_rate)
+            bad_kinds = [EVENT_BAD[(bad_e + i) % len(EVENT_BAD)] for i in range(bad_idx.size)]
+            for bad in bad_kinds:
+                stats.by_kind[f"clickstream:{bad}"] = stats.by_kind.get(f"clickstream:{bad}", 0) + 1
+            bad_e += len(bad_kinds)
+            day = _EventDay(
+                seed, d, start, epersons, etime, etype, off, frac, arrival, has_cust, with_email, sess
+            )
+            writer.submit(_write_event_day, out, day, bad_idx, bad_kinds)
 
+        stats.event_lines, written = writer.results()
+    sink.claim(written)
     if bad_rate > 0:
         first = start.isoformat()
         sink.add(f"clickstream/dt={first}/empty.json", [])
