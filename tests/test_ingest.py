@@ -230,3 +230,36 @@ def test_duplicates_within_the_batch_and_against_silver(spark, small):
         f"{cols}, is_duplicate boolean",
     )
     assert_df_equality(flagged, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_quarantined_records_neither_are_nor_hide_duplicates(spark, small):
+    """Accepted and rejected records are flagged in one pass: only the accepted ones compete."""
+    from clm_spark.ingest.silver import flag_duplicates
+
+    cols = "event_id string, reason string, _batch_id long, _source_file string, _line long"
+    batch = spark.createDataFrame(
+        [
+            ("a", "bad_timestamp", 2, "f1", 1),  # first delivery of a, but rejected
+            ("a", None, 2, "f1", 5),  # so this one is a's first accepted delivery
+            ("a", None, 2, "f2", 1),
+            ("b", "clock_error", 2, "f1", 2),  # b is in silver: a rejected b is still no duplicate
+            (None, "missing_field", 2, "f1", 3),
+            (None, "missing_field", 2, "f1", 4),
+        ],
+        cols,
+    )
+    silver = spark.createDataFrame([("b", None, 1, "f0", 1)], cols)
+    flagged = flag_duplicates(batch, silver, ["event_id"], small, eligible=F.col("reason").isNull())
+    got = sorted(
+        (r.event_id or "", r._source_file, r._line, r.is_duplicate)
+        for r in flagged.select("event_id", "_source_file", "_line", "is_duplicate").collect()
+    )
+    assert got == [
+        ("", "f1", 3, False),
+        ("", "f1", 4, False),
+        ("a", "f1", 1, False),
+        ("a", "f1", 5, False),
+        ("a", "f2", 1, True),
+        ("b", "f1", 2, False),
+    ]

@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from clm_spark.config import Config
@@ -51,23 +51,30 @@ BROADCAST_KEYS = 4_000_000
 
 
 def flag_duplicates(
-    valid: DataFrame, existing_keys: DataFrame, keys: list[str], small: bool = False
+    records: DataFrame,
+    existing_keys: DataFrame,
+    keys: list[str],
+    small: bool = False,
+    eligible: Column | None = None,
 ) -> DataFrame:
     """Add `is_duplicate`: a later delivery of a key seen earlier in this data or already in silver.
 
-    Only silver keys that reappear in `valid` matter. With `small` (a daily batch against a large
-    silver table) the new keys are broadcast, so silver's key column is scanned and probed in
-    place instead of being shuffled and de-duplicated whole.
+    With `eligible` only those records compete (the others, quarantined ones, are never
+    duplicates and never hide one), so accepted and rejected records are flagged in one pass.
+    Only silver keys that reappear in `records` matter. With `small` (a daily batch against a
+    large silver table) the new keys are broadcast, so silver's key column is scanned and probed
+    in place instead of being shuffled and de-duplicated whole.
     """
-    first = Window.partitionBy(*keys).orderBy(*FIRST_DELIVERY)
-    ranked = valid.withColumn("_rank", F.row_number().over(first))
+    eligible = F.lit(True) if eligible is None else eligible
+    first = Window.partitionBy(*keys, eligible).orderBy(*FIRST_DELIVERY)
+    ranked = records.withColumn("_rank", F.row_number().over(first))
     seen = existing_keys.select(*keys)
     if small:
-        seen = seen.join(F.broadcast(valid.select(*keys).distinct()), keys, "left_semi")
+        seen = seen.join(F.broadcast(records.select(*keys).distinct()), keys, "left_semi")
     seen = seen.distinct().withColumn("_seen", F.lit(True))
     return (
         ranked.join(seen, keys, "left")
-        .withColumn("is_duplicate", (F.col("_rank") > 1) | F.col("_seen").isNotNull())
+        .withColumn("is_duplicate", eligible & ((F.col("_rank") > 1) | F.col("_seen").isNotNull()))
         .drop("_rank", "_seen")
     )
 
@@ -85,13 +92,14 @@ def quarantine_rows(parsed: DataFrame, feed: str) -> DataFrame:
     )
 
 
-def _new_bronze(lake: Lake, bronze: TableSpec, app_id: str) -> tuple[DataFrame, int, int] | None:
+def _new_bronze(lake: Lake, bronze: TableSpec, app_id: str) -> tuple[DataFrame, int, int, int] | None:
+    """Bronze batches not refined yet: (records, first batch, last batch, number of records)."""
     done = lake.txn_version(SILVER_QUARANTINE, app_id) or 0
     df = lake.read(bronze).filter(F.col("_batch_id") > done)
-    last = df.agg(F.max("_batch_id")).first()[0]
+    last, records = df.agg(F.max("_batch_id"), F.count(F.lit(1))).first()
     if last is None:
         return None
-    return df.filter(F.col("_batch_id") <= last), done + 1, int(last)
+    return df.filter(F.col("_batch_id") <= last), done + 1, int(last), int(records)
 
 
 def _refine(
@@ -112,14 +120,17 @@ def _refine(
     if found is None:
         log.info("%s: nothing new to refine", feed)
         return FeedCounts(feed, "")
-    bronze, first, last = found
-    # both branches below (accepted, quarantined) read the parse: compute it once
-    parsed = parsed_of(bronze).persist(StorageLevel.MEMORY_AND_DISK)
-    small = parsed.count() <= BROADCAST_KEYS  # also materialises the parse
+    bronze, first, last, records = found
+    parsed = parsed_of(bronze)  # one record per bronze record
+    ok = F.col("reason").isNull()
+    # raw lines go on only with the records quarantined: the only ones that keep them
+    parsed = parsed.withColumn("_raw", F.when(~ok, F.col("_raw")))
     earlier = lake.read(target).filter(F.col("_batch_id") < first)
-    valid = flag_duplicates(parsed.filter(F.col("reason").isNull()), earlier, keys, small)
-    flagged = parsed.filter(F.col("reason").isNotNull()).withColumn("is_duplicate", F.lit(False))
-    flagged = valid.unionByName(flagged).persist(StorageLevel.MEMORY_AND_DISK)
+    small = records <= BROADCAST_KEYS
+    if small:  # its keys are broadcast to the scan of silver: parse once for both uses
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    flagged = flag_duplicates(parsed, earlier, keys, small, eligible=ok)
+    flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)  # read by the tally and every write below
     try:
         tally = {
             (r["is_bad"], r["is_duplicate"]): r["n"]
