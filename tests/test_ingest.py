@@ -263,3 +263,22 @@ def test_quarantined_records_neither_are_nor_hide_duplicates(spark, small):
         ("a", "f2", 1, True),
         ("b", "f1", 2, False),
     ]
+
+
+def test_lines_of_a_file_split_into_blocks_are_numbered_in_file_order(spark, tmp_path):
+    from clm_spark.ingest.bronze import list_raw_files, read_lines
+
+    _write(tmp_path / "big.json", [f'{{"n":{i}}}' for i in range(1, 301)])  # ~3 KB: several 1 KB blocks
+    _write(tmp_path / "small.json.gz", ['{"n":1}', '{"n":2}'], gz=True)  # never split
+    files = list_raw_files(str(tmp_path), (".json", ".json.gz"))
+    before = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1024")
+    try:
+        lines, blocks = read_lines(spark, str(tmp_path), files)
+        got = sorted((r._source_file, r._line, r._raw) for r in lines.collect())
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", before)
+    assert len({b.start for b in blocks if b.rel == "big.json"}) > 1  # the case under test happened
+    expected = [("big.json", i, f'{{"n":{i}}}') for i in range(1, 301)]
+    expected += [("small.json.gz", 1, '{"n":1}'), ("small.json.gz", 2, '{"n":2}')]
+    assert got == expected

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow.fs as pafs
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from clm_spark.lake import Lake, TableSpec, Txn
@@ -99,23 +99,66 @@ def find_corrupt(spark: SparkSession, files: list[RawFile]) -> set[str]:
     return {rel for rel, ok in checked if not ok}
 
 
-def read_lines(spark: SparkSession, root: str, files: list[RawFile]) -> DataFrame:
-    """(rel, line number, text) of every line of the files, in file order."""
-    if not files:
-        return spark.createDataFrame([], "_source_file string, _line long, _raw string")
-    df = spark.read.text([f.uri for f in files]).select(
+@dataclass(frozen=True)
+class _Block:
+    """What the first pass learns of one block of a file (never a line's text)."""
+
+    rel: str
+    start: int  # the block's byte offset in its file
+    first_id: int  # monotonically_increasing_id of its first line
+    lines: int
+    non_blank: int
+    first_blank: bool  # its first line is blank
+    csv_first_line: str | None  # the first line of a CSV block (of block 0: the header), else None
+
+
+def _scan(spark: SparkSession, root: str, files: list[RawFile]) -> DataFrame:
+    df = spark.read.text([f.uri for f in files])
+    path = F.url_decode(F.col("_metadata.file_path"))
+    return df.select(
         F.col("value").alias("_raw"),
-        F.url_decode(F.col("_metadata.file_path")).alias("_path"),
+        F.substring_index(path, root.rstrip("/") + "/", -1).alias("_source_file"),
         F.col("_metadata.file_block_start").alias("_block"),
-        F.monotonically_increasing_id().alias("_mono"),
+        F.monotonically_increasing_id().alias("_id"),
     )
-    rel = F.substring_index(F.col("_path"), root.rstrip("/") + "/", -1)
-    order = Window.partitionBy("_source_file").orderBy("_block", "_mono")
-    return (
-        df.withColumn("_source_file", rel)
-        .withColumn("_line", F.row_number().over(order).cast("long"))
-        .select("_source_file", "_line", "_raw")
+
+
+def _blocks(spark: SparkSession, root: str, files: list[RawFile]) -> list[_Block]:
+    blank = F.trim(F.col("_raw")) == ""
+    is_csv = F.col("_source_file").rlike(r"\.csv(\.gz)?$")  # RawFile.fmt
+    stats = (
+        _scan(spark, root, files)
+        .groupBy("_source_file", "_block")
+        .agg(
+            F.min("_id").alias("first_id"),
+            F.count(F.lit(1)).alias("lines"),
+            F.count(F.when(~blank, 1)).alias("non_blank"),
+            F.min_by(blank, "_id").alias("first_blank"),
+            F.min_by(F.when(is_csv, F.col("_raw")), "_id").alias("csv_first_line"),
+        )
     )
+    return [_Block(*row) for row in stats.collect()]  # a few figures per file and CSV headers, no record
+
+
+def read_lines(spark: SparkSession, root: str, files: list[RawFile]) -> tuple[DataFrame, list[_Block]]:
+    """(rel, line number, text) of every line of the files, and what the first pass learnt of them.
+
+    One task reads each block of a file, in order, so a line's number is its position in its
+    block plus the lines of the file's earlier blocks. A first pass counts the lines of each
+    block; the second numbers them in place, with no shuffle of the text.
+    """
+    if not files:
+        return spark.createDataFrame([], "_source_file string, _line long, _raw string"), []
+    blocks = _blocks(spark, root, files)
+    offsets, seen = [], {}
+    for b in sorted(blocks, key=lambda b: (b.rel, b.start)):
+        offsets.append((b.rel, b.start, b.first_id, seen.get(b.rel, 0)))
+        seen[b.rel] = seen.get(b.rel, 0) + b.lines
+    schema = "_source_file string, _block long, _first_id long, _offset long"
+    at = spark.createDataFrame(offsets, schema) if offsets else spark.createDataFrame([], schema)
+    lines = _scan(spark, root, files).join(F.broadcast(at), ["_source_file", "_block"])
+    number = F.col("_id") - F.col("_first_id") + F.col("_offset") + 1
+    return lines.select("_source_file", number.alias("_line"), "_raw"), blocks
 
 
 def to_bronze(
@@ -126,25 +169,29 @@ def to_bronze(
     batch_id: int,
     ingested_at: datetime,
 ) -> DataFrame:
-    """Pure transform from raw lines to bronze rows: records, empty-file and corrupt-file rows."""
+    """Raw lines to bronze rows: records, empty-file and corrupt-file rows (files are read twice, see read_lines)."""
     readable = [f for f in files if f.rel not in corrupt]
-    lines = read_lines(spark, feed_root, readable)
-    fmt_of = spark.createDataFrame([(f.rel, f.fmt) for f in files], "_source_file string, _format string")
+    lines, blocks = read_lines(spark, feed_root, readable)
+    fmt = {f.rel: f.fmt for f in files}
+    fmt_of = spark.createDataFrame(sorted(fmt.items()), "_source_file string, _format string")
     lines = lines.join(F.broadcast(fmt_of), "_source_file", "left")
     is_blank = F.trim(F.col("_raw")) == ""
-    headers = lines.filter((F.col("_format") == "csv") & (F.col("_line") == 1)).select(
-        "_source_file", F.col("_raw").alias("_csv_header")
-    )
+    is_header = (F.col("_format") == "csv") & (F.col("_line") == 1)
+    header_of = [(b.rel, b.csv_first_line) for b in blocks if b.start == 0 and fmt[b.rel] == "csv"]
+    headers = spark.createDataFrame(header_of, "_source_file string, _csv_header string")
     records = (
         lines.join(F.broadcast(headers), "_source_file", "left")
-        .filter(~is_blank)
-        .filter(~((F.col("_format") == "csv") & (F.col("_line") == 1)))
+        .filter(~is_blank & ~is_header)
         .withColumn("_file_error", F.lit(None).cast("string"))
     )
-    with_records = records.select("_source_file").distinct()
-    file_rows = fmt_of.join(with_records, "_source_file", "left_anti").withColumn(
-        "_file_error",
-        F.when(F.col("_source_file").isin(sorted(corrupt)), "corrupt_file").otherwise("empty_file"),
+    records_in = dict.fromkeys(fmt, 0)
+    for b in blocks:
+        header = b.start == 0 and fmt[b.rel] == "csv" and not b.first_blank  # line 1 of a CSV: no record
+        records_in[b.rel] += b.non_blank - header
+    no_records = sorted(rel for rel, n in records_in.items() if n == 0)
+    file_rows = spark.createDataFrame(
+        [(rel, fmt[rel], "corrupt_file" if rel in corrupt else "empty_file") for rel in no_records],
+        "_source_file string, _format string, _file_error string",
     )
     file_rows = file_rows.select(
         F.lit(None).cast("string").alias("_raw"),
