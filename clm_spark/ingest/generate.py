@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -161,13 +162,25 @@ def _write_event_day(
     return count, sink.written
 
 
+def _start_method() -> str:
+    """How worker processes start: fork, unless this process talks to a Spark JVM.
+
+    fork is quick and works from any script, but a forked child shares the parent's sockets, and
+    the py4j gateway connection must not be touched by another process (`clm bench` generates
+    inside its Spark session). spawn starts clean, and needs the caller's main module to be
+    import-safe (`clm` and pytest are).
+    """
+    spark_context = getattr(sys.modules.get("pyspark"), "SparkContext", None)
+    return "spawn" if getattr(spark_context, "_gateway", None) is not None else "fork"
+
+
 class _DayWriter:
     """Runs day writers inline (one worker) or in a process pool, a few days ahead at most."""
 
     def __init__(self, workers: int) -> None:
         self.pool = None
-        if workers > 1:  # fork: spawn would re-run a caller's main module that has no __main__ guard
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method()))
         self.ahead = 2 * workers
         self.pending: list[Future] = []
         self.lines = 0
