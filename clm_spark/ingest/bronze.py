@@ -101,7 +101,7 @@ def find_corrupt(spark: SparkSession, files: list[RawFile]) -> set[str]:
 
 @dataclass(frozen=True)
 class _Block:
-    """What the first pass learns of one block of a file (never a line's text)."""
+    """What the first pass learns of one block of a file (no record's text: a CSV header at most)."""
 
     rel: str
     start: int  # the block's byte offset in its file
@@ -155,7 +155,7 @@ def read_lines(spark: SparkSession, root: str, files: list[RawFile]) -> tuple[Da
         offsets.append((b.rel, b.start, b.first_id, seen.get(b.rel, 0)))
         seen[b.rel] = seen.get(b.rel, 0) + b.lines
     schema = "_source_file string, _block long, _first_id long, _offset long"
-    at = spark.createDataFrame(offsets, schema) if offsets else spark.createDataFrame([], schema)
+    at = spark.createDataFrame(offsets, schema)
     lines = _scan(spark, root, files).join(F.broadcast(at), ["_source_file", "_block"])
     number = F.col("_id") - F.col("_first_id") + F.col("_offset") + 1
     return lines.select("_source_file", number.alias("_line"), "_raw"), blocks
@@ -177,8 +177,10 @@ def to_bronze(
     lines = lines.join(F.broadcast(fmt_of), "_source_file", "left")
     is_blank = F.trim(F.col("_raw")) == ""
     is_header = (F.col("_format") == "csv") & (F.col("_line") == 1)
-    header_of = [(b.rel, b.csv_first_line) for b in blocks if b.start == 0 and fmt[b.rel] == "csv"]
-    headers = spark.createDataFrame(header_of, "_source_file string, _csv_header string")
+    first_csv_blocks = [b for b in blocks if b.start == 0 and fmt[b.rel] == "csv"]  # line 1: the header
+    headers = spark.createDataFrame(
+        [(b.rel, b.csv_first_line) for b in first_csv_blocks], "_source_file string, _csv_header string"
+    )
     records = (
         lines.join(F.broadcast(headers), "_source_file", "left")
         .filter(~is_blank & ~is_header)
@@ -186,8 +188,9 @@ def to_bronze(
     )
     records_in = dict.fromkeys(fmt, 0)
     for b in blocks:
-        header = b.start == 0 and fmt[b.rel] == "csv" and not b.first_blank  # line 1 of a CSV: no record
-        records_in[b.rel] += b.non_blank - header
+        records_in[b.rel] += b.non_blank
+    for b in first_csv_blocks:
+        records_in[b.rel] -= not b.first_blank  # a non-blank header counted above is no record
     no_records = sorted(rel for rel, n in records_in.items() if n == 0)
     file_rows = spark.createDataFrame(
         [(rel, fmt[rel], "corrupt_file" if rel in corrupt else "empty_file") for rel in no_records],
