@@ -134,12 +134,12 @@ def _refine(
     try:
         tally = {
             (r["is_bad"], r["is_duplicate"]): r["n"]
-            for r in flagged.groupBy(F.col("reason").isNotNull().alias("is_bad"), "is_duplicate")
+            for r in flagged.groupBy((~ok).alias("is_bad"), "is_duplicate")
             .agg(F.count(F.lit(1)).alias("n"))
             .collect()
         }
         parsed.unpersist()  # `flagged` is materialised now
-        accepted = flagged.filter(F.col("reason").isNull() & ~F.col("is_duplicate"))
+        accepted = flagged.filter(ok & ~F.col("is_duplicate"))
         if rules is not None:  # critical failures raise before anything of this batch is written
             from clm_spark.quality import require_passing
 
