@@ -13,6 +13,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, build_snapshot
 from clm_spark.tables import CUSTOMER_SNAPSHOT
@@ -526,3 +527,25 @@ def test_several_dates_at_once_equal_each_date_alone(spark, model):
     assert {x for x, p in seen if p == "c8"} == set(dates)
     assert seen[(d("2024-04-01"), "c99")].first_seen_date == d("2024-03-01")  # a10's history moves to c99
     assert seen[(d("2024-04-02"), "c1")].orders_lifetime == 2 and (d("2024-04-02"), "c6") not in seen
+
+
+@pytest.mark.parametrize("mode", ["exact", "naive"])
+def test_a_null_key_is_not_ranked_and_not_counted(spark, mode):
+    """Visitors reach the percentiles with null keys: they get nulls and do not count in n."""
+    rows = [("g1", "p1", 10), ("g1", "p2", 20), ("g1", "p3", 20), ("g1", "v1", None), ("g1", "p4", 30)]
+    rows += [("g2", "p5", 5), ("g2", "v2", None)]
+    frame = spark.createDataFrame(rows, "g string, person string, k int")
+    ranked = with_percentiles(frame, {"k": "pct"}, mode, by="g").select("g", "person", "pct")
+    expected = spark.createDataFrame(
+        [
+            ("g1", "p1", 0.0),
+            ("g1", "p2", 1 / 3),  # one row strictly worse, n - 1 = 3 (v1 not counted)
+            ("g1", "p3", 1 / 3),
+            ("g1", "v1", None),
+            ("g1", "p4", 1.0),
+            ("g2", "p5", 0.0),  # alone in its group
+            ("g2", "v2", None),
+        ],
+        "g string, person string, pct double",
+    )
+    assert_df_equality(ranked, expected, ignore_row_order=True, ignore_nullable=True)

@@ -176,19 +176,16 @@ def _score(pct: str, bins: int) -> Column:
 
 def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
     """Percentiles and scores for customers, ranked within their snapshot date; visitors keep nulls."""
-    customers = people.filter("is_customer").select(
-        "snapshot_date",
-        "person_id",
-        (-F.col("recency_days")).alias("_r_key"),
-        F.col("frequency").alias("_f_key"),
-        F.col("monetary").alias("_m_key"),
+    customer = F.col("is_customer")  # visitors get null keys: not ranked, not counted
+    keyed = people.select(
+        "*",
+        F.when(customer, -F.col("recency_days")).alias("_r_key"),
+        F.when(customer, F.col("frequency")).alias("_f_key"),
+        F.when(customer, F.col("monetary")).alias("_m_key"),
     )
     keys = {f"_{dim}_key": f"{dim}_percentile" for dim in "rfm"}
-    scored = with_percentiles(
-        customers, keys, params.percentile, params.approx_relative_error, by="snapshot_date"
-    )
-    scored = scored.select("snapshot_date", "person_id", "r_percentile", "f_percentile", "m_percentile")
-    out = people.join(scored, ["snapshot_date", "person_id"], how="left")
+    out = with_percentiles(keyed, keys, params.percentile, params.approx_relative_error, by="snapshot_date")
+    out = out.drop(*keys)
     b = params.score_bins
     out = out.select(
         "*",
