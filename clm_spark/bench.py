@@ -227,13 +227,13 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
     n_silver = silver_rows()
 
     def ours() -> None:  # as `publish_date` runs it: the people are computed once
-        people = build_people(sources.events, sources.orders, sources.identity, d, params).persist()
+        people = build_people(sources.events, sources.orders, d, params).persist()
         score_snapshot(people, params, ctx.model).write.format("noop").mode("overwrite").save()
         people.unpersist()
 
     def naive_job():  # one window over every customer, no caching: what a first version looks like
         p = replace(params, percentile="naive")
-        return build_snapshot(sources.events, sources.orders, sources.identity, d, p, ctx.model)
+        return build_snapshot(sources.events, sources.orders, d, p, ctx.model)
 
     published = lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{d}'")
     n_persons = published.count()

@@ -27,7 +27,6 @@ from clm_spark.tables import (
     SEGMENT_TRANSITION_MATRIX,
     SEGMENT_TRANSITIONS,
     SILVER_EVENTS,
-    SILVER_IDENTITY,
     SILVER_ORDERS,
 )
 
@@ -58,18 +57,19 @@ class Sources:
 
     events: DataFrame
     orders: DataFrame
-    identity: DataFrame
 
     @classmethod
     def read(cls, lake: Lake) -> Sources:
-        for spec in (SILVER_EVENTS, SILVER_ORDERS, SILVER_IDENTITY):
+        for spec in (SILVER_EVENTS, SILVER_ORDERS):
             lake.create(spec)
-        events = lake.read(SILVER_EVENTS).select("event_date", "customer_id", "anonymous_id", "has_email")
+        # the identity links are the events carrying both ids: the snapshot finds them there
+        events = lake.read(SILVER_EVENTS).select(
+            "event_date", "event_time", "customer_id", "anonymous_id", "has_email"
+        )
         orders = lake.read(SILVER_ORDERS).select(
             "order_id", "customer_id", "order_date", "updated_at", "status", "amount_base"
         )
-        identity = lake.read(SILVER_IDENTITY).select("anonymous_id", "customer_id", "event_time")
-        return cls(events, orders, identity)
+        return cls(events, orders)
 
 
 def snapshot_params(cfg: Config) -> SnapshotParams:
@@ -164,7 +164,7 @@ def publish_dates(
     try:
         with step(f"snapshot {_label(dates)}") as s:
             # the percentiles read the people three times: scan silver once
-            people = keep(build_people(sources.events, sources.orders, sources.identity, dates, params))
+            people = keep(build_people(sources.events, sources.orders, dates, params))
             current = keep(score_snapshot(people, params, model))
             s.rows = current.count()
         others = [x for x in published_dates(lake) if x not in dates]

@@ -69,33 +69,14 @@ def _each_date_from(first: Column, dates: list[date], until: Column | None = Non
     return F.explode(F.filter(F.array(*[F.lit(d) for d in dates]), seen))
 
 
-def identity_as_of(identity: DataFrame, when: Dates) -> DataFrame:
-    """(snapshot_date, anonymous_id) → customer_id of its latest link up to that date (ties: larger id)."""
-    dates = as_dates(when)
-    links = identity.filter(F.col("event_time") < _until_end_of(dates[-1]))
-    first = _first_date_seeing(dates, lambda d: F.col("event_time") < _until_end_of(d))
-    latest = F.max(F.struct("event_time", "customer_id"))  # associative: reduce per date seen, then fan out
-    per_first = links.groupBy("anonymous_id", first.alias("_from")).agg(latest.alias("_v"))
-    if len(dates) == 1:  # already one row per (date, anonymous_id)
-        return per_first.select(
-            F.col("_from").alias("snapshot_date"),
-            "anonymous_id",
-            F.col("_v").getField("customer_id").alias("mapped_customer_id"),
-        )
-    per_date = per_first.select(
-        _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "_v"
-    )
-    return per_date.groupBy("snapshot_date", "anonymous_id").agg(
-        F.max("_v").getField("customer_id").alias("mapped_customer_id")
-    )
-
-
-def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> DataFrame:
+def person_activity(events: DataFrame, when: Dates) -> DataFrame:
     """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
 
     Events are first reduced to one row per (anonymous_id, customer_id, first date seeing them) —
-    min, max and any are associative — so only a few rows per visitor and date reach the
-    identity join. An event's own customer_id wins over its visitor's link.
+    min and max are associative — so only a few rows per visitor and date remain. The identity
+    links are the events carrying both ids (what silver/identity holds, row for row): the latest
+    such row of a visitor up to D, ties to the larger id, maps it. A window over the visitor's
+    rows finds it, so neither the 22M links nor a join is needed. An event's own customer_id wins.
     """
     dates = as_dates(when)
     visible = events.filter(F.col("event_date") <= F.lit(dates[-1]))
@@ -104,17 +85,28 @@ def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> Data
         F.min("event_date").alias("first_event_date"),
         F.max("event_date").alias("last_event_date"),
         F.max(F.coalesce("has_email", F.lit(False))).alias("ev_has_email"),
+        F.max("event_time").alias("_last_seen"),
     )
     facts = ["first_event_date", "last_event_date", "ev_has_email"]
     per_date = per_id.select(
-        _each_date_from(F.col("_from"), dates).alias("snapshot_date"), "anonymous_id", "customer_id", *facts
+        _each_date_from(F.col("_from"), dates).alias("snapshot_date"),
+        "anonymous_id",
+        "customer_id",
+        *facts,
+        "_last_seen",
     )
-    # one join for every row (a filter per kind would push below the aggregate and scan events twice)
-    mapped = per_date.join(identity_as_of(identity, dates), ["snapshot_date", "anonymous_id"], how="left")
-    known = F.coalesce("customer_id", "mapped_customer_id")
-    person = F.coalesce(known, F.concat(F.lit("anon:"), F.col("anonymous_id")))
+    is_link = F.col("anonymous_id").isNotNull() & F.col("customer_id").isNotNull()
+    # rows without a visitor id need no mapping: give each its own window partition (no skew)
+    visitor = F.coalesce("anonymous_id", F.concat(F.lit("customer:"), F.col("customer_id")))
+    visitor_rows = Window.partitionBy("snapshot_date", visitor).rowsBetween(
+        Window.unboundedPreceding, Window.unboundedFollowing
+    )
+    latest_link = F.max(F.when(is_link, F.struct("_last_seen", "customer_id"))).over(visitor_rows)
+    known = F.coalesce("customer_id", latest_link.getField("customer_id"))
+    mapped = per_date.select("snapshot_date", "anonymous_id", known.alias("known_customer_id"), *facts)
+    person = F.coalesce("known_customer_id", F.concat(F.lit("anon:"), F.col("anonymous_id")))
     return (
-        mapped.select("snapshot_date", person.alias("person_id"), known.alias("known_customer_id"), *facts)
+        mapped.select("snapshot_date", person.alias("person_id"), "known_customer_id", *facts)
         .groupBy("snapshot_date", "person_id")
         .agg(
             F.min("first_event_date").alias("first_event_date"),
@@ -128,29 +120,26 @@ def person_activity(events: DataFrame, identity: DataFrame, when: Dates) -> Data
 def valid_orders_as_of(orders: DataFrame, when: Dates) -> DataFrame:
     """Per snapshot date D: the latest version of each order recorded up to D, if placed/completed and dated ≤ D.
 
-    Per order and first date seeing its versions, the latest of them (silver holds one row per
-    (order_id, updated_at), so the max of a struct led by updated_at is that version: cheaper
-    than a window, deterministic by construction). Each stays the order's state until the first
-    date seeing a later one.
+    One window over each order's versions in time order: a version is the order's state from the
+    first date seeing it until the first date seeing the next one, and is dropped when that is the
+    same date. One shuffle and one sort (an aggregation keeping the latest version as a struct with
+    strings cannot be hashed: Spark sorts for it twice). Silver holds one row per (order_id,
+    updated_at); the other columns only break ties deterministically should it not.
     """
     dates = as_dates(when)
     recorded = orders.filter(F.col("updated_at") < _until_end_of(dates[-1]))
     first = _first_date_seeing(dates, lambda d: F.col("updated_at") < _until_end_of(d))
-    latest = recorded.groupBy("order_id", first.alias("_from")).agg(
-        F.max(F.struct("updated_at", "customer_id", "order_date", "status", "amount_base")).alias("v")
+    in_time = Window.partitionBy("order_id").orderBy(
+        "updated_at", "customer_id", "order_date", "status", "amount_base"
     )
-    until = None
-    if len(dates) > 1:
-        until = F.col("_until")
-        latest = latest.withColumn(
-            "_until", F.lead("_from").over(Window.partitionBy("order_id").orderBy("_from"))
-        )
+    versions = recorded.withColumn("_from", first).withColumn("_until", F.lead("_from").over(in_time))
+    latest = versions.filter(F.col("_until").isNull() | (F.col("_until") != F.col("_from")))
     per_date = latest.select(
-        "v.customer_id",
-        "v.order_date",
-        "v.status",
-        "v.amount_base",
-        _each_date_from(F.col("_from"), dates, until).alias("snapshot_date"),
+        "customer_id",
+        "order_date",
+        "status",
+        "amount_base",
+        _each_date_from(F.col("_from"), dates, F.col("_until")).alias("snapshot_date"),
     )
     return per_date.filter(
         F.col("status").isin(*VALID_STATUSES) & (F.col("order_date") <= F.col("snapshot_date"))
@@ -198,12 +187,10 @@ def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
     )
 
 
-def build_people(
-    events: DataFrame, orders: DataFrame, identity: DataFrame, when: Dates, params: SnapshotParams
-) -> DataFrame:
+def build_people(events: DataFrame, orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
     """The population of each snapshot date with its RFM metrics, before scoring (one row per date and person)."""
     dates = as_dates(when)
-    activity = person_activity(events, identity, dates)
+    activity = person_activity(events, dates)
     metrics = customer_metrics(valid_orders_as_of(orders, dates), params.lookback_days)
     people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
@@ -246,10 +233,9 @@ def score_snapshot(people: DataFrame, params: SnapshotParams, model: SegmentMode
 def build_snapshot(
     events: DataFrame,
     orders: DataFrame,
-    identity: DataFrame,
     when: Dates,
     params: SnapshotParams,
     model: SegmentModel,
 ) -> DataFrame:
     """The snapshot rows of each date, in the declared column order."""
-    return score_snapshot(build_people(events, orders, identity, when, params), params, model)
+    return score_snapshot(build_people(events, orders, when, params), params, model)
