@@ -13,6 +13,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from clm_spark.lifecycle import percentiles
 from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, build_snapshot
@@ -544,9 +545,13 @@ def test_several_dates_at_once_equal_each_date_alone(spark, model):
     assert seen[(d("2024-04-02"), "c1")].orders_lifetime == 2 and (d("2024-04-02"), "c6") not in seen
 
 
-@pytest.mark.parametrize("mode", ["exact", "naive"])
-def test_a_null_key_is_not_ranked_and_not_counted(spark, mode):
-    """Visitors reach the percentiles with null keys: they get nulls and do not count in n."""
+@pytest.mark.parametrize("mode, broadcast", [("exact", True), ("exact", False), ("naive", False)])
+def test_a_null_key_is_not_ranked_and_not_counted(spark, monkeypatch, mode, broadcast):
+    """Visitors reach the percentiles with null keys: they get nulls and do not count in n.
+
+    Exact mode looks the values up through a broadcast join or, with many values, a shuffle.
+    """
+    monkeypatch.setattr(percentiles, "BROADCAST_VALUES", 500_000 if broadcast else 0)
     rows = [("g1", "p1", 10), ("g1", "p2", 20), ("g1", "p3", 20), ("g1", "v1", None), ("g1", "p4", 30)]
     rows += [("g2", "p5", 5), ("g2", "v2", None)]
     frame = spark.createDataFrame(rows, "g string, person string, k int")

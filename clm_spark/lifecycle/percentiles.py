@@ -19,6 +19,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 BUCKETS = 64
+# a dimension with at most this many distinct values per run (~40 bytes each) is looked up
+# through a broadcast join: recency and frequency always, money up to a few million customers
+BROADCAST_VALUES = 500_000
 APPROX_GRID = 1000
 
 
@@ -95,10 +98,13 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         for key, v in values.items()
     }
     counted = _union(
-        v.groupBy(_group_key(F.lit(key), F.col("_g")).alias("_dg"), "_bucket").agg(F.sum("_c").alias("n"))
+        v.groupBy(F.lit(key).alias("_dim"), _group_key(F.lit(key), F.col("_g")).alias("_dg"), "_bucket").agg(
+            F.sum("_c").alias("n"), F.count(F.lit(1)).alias("distinct")
+        )
         for key, v in bucketed.items()
-    )
-    sizes = {(r["_dg"], r["_bucket"]): r["n"] for r in counted.collect()}
+    ).collect()
+    sizes = {(r["_dg"], r["_bucket"]): r["n"] for r in counted}
+    distinct = {key: sum(r["distinct"] for r in counted if r["_dim"] == key) for key in keys}
     offsets: dict[str, int] = {}
     last_rank: dict[str, int] = {}
     for dg, b in bounds.items():
@@ -121,6 +127,8 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         ranked = bucketed[key].select(
             F.col("_g").alias(f"_{name}_g"), F.col("_k").alias(f"_{name}_k"), pct.alias(name)
         )
+        if distinct[key] <= BROADCAST_VALUES:  # the rows are then not shuffled for the lookup
+            ranked = F.broadcast(ranked)
         same = (F.col(by) == F.col(f"_{name}_g")) & (F.col(key).cast(KEY_TYPE) == F.col(f"_{name}_k"))
         out = out.join(ranked, same, how="left").drop(f"_{name}_g", f"_{name}_k")
     return out
