@@ -3,12 +3,12 @@
 Exact mode: count the rows per distinct metric value, split the distinct values into ordered
 buckets (bucket = how many approximate quantile bounds lie below the value — monotone, so exact
 whatever the bounds), and finish with a running count inside each bucket (a window partitioned
-by dimension, group and bucket) plus the sizes of the buckets before it. Bounds and bucket sizes
-are a few rows per dimension and group: they reach the value rows through broadcast joins, so
-the whole computation is one lazy plan, with no driver round-trip, and all dimensions and groups
-(snapshot dates) share it. The result is exactly (rows with a strictly smaller value) / (n - 1),
-ties sharing one value, whatever the partitioning. Approx mode reads the percentile off a
-quantile sketch with a configured error.
+by group and bucket) plus the sizes of the buckets before it. Bounds and bucket sizes are a few
+aggregated rows per dimension and group, brought to the driver in two small jobs shared by all
+dimensions and groups (snapshot dates); each row then looks its values up, through a broadcast
+join when a dimension has few distinct values. The result is exactly
+(rows with a strictly smaller value) / (n - 1), ties sharing one value, whatever the
+partitioning. Approx mode reads the percentile off a quantile sketch with a configured error.
 """
 
 from __future__ import annotations
@@ -103,23 +103,15 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         )
         for key, v in bucketed.items()
     ).collect()
-    sizes = {(r["_dg"], r["_bucket"]): r["n"] for r in counted}
     distinct = {key: sum(r["distinct"] for r in counted if r["_dim"] == key) for key in keys}
-    offsets: dict[str, int] = {}
-    last_rank: dict[str, int] = {}
-    for dg, b in bounds.items():
-        running = 0
-        for bucket in range(len(b) + 1):
-            offsets[f"{dg}#{bucket}"] = running
-            running += sizes.get((dg, bucket), 0)
-        last_rank[dg] = running - 1  # n - 1: the denominator of percent_rank
+    offsets, last_rank = _offsets(bounds, {(r["_dg"], r["_bucket"]): r["n"] for r in counted})
     offset_map = F.create_map(*[x for k, o in offsets.items() for x in (F.lit(k), F.lit(o))])
     last_map = F.create_map(*[x for dg, n1 in last_rank.items() for x in (F.lit(dg), F.lit(n1))])
     within = Window.partitionBy("_g", "_bucket").orderBy("_k").rowsBetween(Window.unboundedPreceding, -1)
     out = rows
     for key, name in keys.items():
         dg = _group_key(F.lit(key), F.col("_g"))
-        worse = F.element_at(offset_map, F.concat_ws("#", dg, F.col("_bucket"))) + F.coalesce(
+        worse = F.element_at(offset_map, _group_key(dg, F.col("_bucket"))) + F.coalesce(
             F.sum("_c").over(within), F.lit(0)
         )
         last = F.element_at(last_map, dg)
@@ -132,6 +124,19 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         same = (F.col(by) == F.col(f"_{name}_g")) & (F.col(key).cast(KEY_TYPE) == F.col(f"_{name}_k"))
         out = out.join(ranked, same, how="left").drop(f"_{name}_g", f"_{name}_k")
     return out
+
+
+def _offsets(bounds: dict[str, list], sizes: dict[tuple[str, int], int]) -> tuple[dict, dict]:
+    """Rows in the buckets before each bucket ("dim#group#bucket"), and n - 1 per "dim#group"."""
+    offsets: dict[str, int] = {}
+    last_rank: dict[str, int] = {}
+    for dg, b in bounds.items():
+        running = 0
+        for bucket in range(len(b) + 1):
+            offsets[f"{dg}#{bucket}"] = running
+            running += sizes.get((dg, bucket), 0)
+        last_rank[dg] = running - 1  # n - 1: the denominator of percent_rank
+    return offsets, last_rank
 
 
 def _union(frames) -> DataFrame:
