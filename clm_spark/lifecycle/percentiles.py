@@ -76,14 +76,12 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         key: rows.filter(F.col(key).isNotNull())
         .groupBy(F.col(by).alias("_g"), F.col(key).cast(KEY_TYPE).alias("_k"))
         .agg(F.count(F.lit(1)).alias("_c"))
+        .withColumn("_dg", _group_key(F.lit(key), F.col("_g")))  # "dim#group": the driver maps' key
         for key in keys
     }
     probs = [i / BUCKETS for i in range(1, BUCKETS)]
     sketches = _union(
-        v.groupBy(_group_key(F.lit(key), F.col("_g")).alias("_dg")).agg(
-            F.percentile_approx("_k", probs, 10_000).alias("_b")
-        )
-        for key, v in values.items()
+        v.groupBy("_dg").agg(F.percentile_approx("_k", probs, 10_000).alias("_b")) for v in values.values()
     )
     bounds = {r["_dg"]: sorted(set(r["_b"] or [])) for r in sketches.collect()}
     if not bounds:  # nothing to rank
@@ -92,13 +90,11 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
         *[x for dg, b in bounds.items() for x in (F.lit(dg), F.array(*[F.lit(v).cast(KEY_TYPE) for v in b]))]
     )
     bucketed = {
-        key: v.withColumn(
-            "_bucket", _bucket_of(F.col("_k"), F.element_at(bounds_map, _group_key(F.lit(key), F.col("_g"))))
-        )
+        key: v.withColumn("_bucket", _bucket_of(F.col("_k"), F.element_at(bounds_map, F.col("_dg"))))
         for key, v in values.items()
     }
     counted = _union(
-        v.groupBy(F.lit(key).alias("_dim"), _group_key(F.lit(key), F.col("_g")).alias("_dg"), "_bucket").agg(
+        v.groupBy(F.lit(key).alias("_dim"), "_dg", "_bucket").agg(
             F.sum("_c").alias("n"), F.count(F.lit(1)).alias("distinct")
         )
         for key, v in bucketed.items()
@@ -110,11 +106,10 @@ def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:
     within = Window.partitionBy("_g", "_bucket").orderBy("_k").rowsBetween(Window.unboundedPreceding, -1)
     out = rows
     for key, name in keys.items():
-        dg = _group_key(F.lit(key), F.col("_g"))
-        worse = F.element_at(offset_map, _group_key(dg, F.col("_bucket"))) + F.coalesce(
+        worse = F.element_at(offset_map, _group_key(F.col("_dg"), F.col("_bucket"))) + F.coalesce(
             F.sum("_c").over(within), F.lit(0)
         )
-        last = F.element_at(last_map, dg)
+        last = F.element_at(last_map, F.col("_dg"))
         pct = F.when(last <= 0, F.lit(0.0)).otherwise(worse.cast("double") / last.cast("double"))
         ranked = bucketed[key].select(
             F.col("_g").alias(f"_{name}_g"), F.col("_k").alias(f"_{name}_k"), pct.alias(name)
