@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
@@ -136,3 +137,28 @@ def test_accounting_holds_at_volume(spark, seed, bad_share, dup_share):
     quarantined = tally.get((True, False), 0)
     assert accepted + quarantined + duplicates == len(lines)
     assert accepted == valid.select("event_id").distinct().count()  # one accepted row per key
+
+
+def test_a_json_line_is_accepted_only_as_a_strict_json_object(spark):
+    """Single quotes, NaN, trailing commas, arrays and bare values are malformed; the last of
+    repeated keys wins; leading blanks are fine (SPEC §8.3)."""
+    rest = '"event_time":"2024-01-01T10:00:00Z","event_type":"page_view","anonymous_id":"a1"'
+    lines = [
+        "{" + f'"event_id":"e1",{rest}' + "}",
+        "   {" + f'"event_id":"e2",{rest}' + "}",
+        "{" + f'"event_id":"e0","event_id":"e3",{rest}' + "}",
+        "{" + f"'event_id':'e4',{rest}" + "}",
+        "{" + f'"event_id":"e5",{rest},"score":NaN' + "}",
+        "{" + f'"event_id":"e6",{rest},' + "}",
+        "[{" + f'"event_id":"e7",{rest}' + "}]",
+        '"e8"',
+        "null",
+        "{" + f'"event_id":"e9",{rest}',
+    ]
+    parsed = parse_events(_bronze(spark, lines, "json"), 1).select(
+        F.col("_line").alias("line"), "event_id", "reason"
+    )
+    ok = [(1, "e1", None), (2, "e2", None), (3, "e3", None)]
+    bad = [(n, None, "malformed") for n in range(4, 11)]
+    expected = spark.createDataFrame(ok + bad, "line long, event_id string, reason string")
+    assert_df_equality(parsed, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)

@@ -77,11 +77,26 @@ def _file_reasons() -> tuple[tuple[Column, str], ...]:
     return tuple((F.col("_file_error") == r, r) for r in ("empty_file", "corrupt_file"))
 
 
+# strict JSON: Spark's parser otherwise accepts 'single quotes' and NaN/Infinity, which are not JSON
+_JSON_OPTIONS = {
+    "mode": "PERMISSIVE",
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+    "columnNameOfCorruptRecord": "__clm_unreadable__",
+}
+
+
 def _json_fields(raw: Column, names: tuple[str, ...]) -> tuple[Column, Column]:
-    """(is_object, struct of the fields as text) for a JSON line."""
-    schema = ", ".join(f"`{n}` string" for n in names)
-    is_object = F.ltrim(raw).startswith("{") & F.try_parse_json(raw).isNotNull()
-    return is_object, F.from_json(raw, schema)
+    """(is_object, struct of the fields as text) for a JSON line, parsed once.
+
+    A line the parser cannot read keeps its text in an extra field (PERMISSIVE mode): that tells
+    a malformed line apart without validating every line a second time (`try_parse_json` cost
+    nearly as much as the parse itself). Of repeated keys the last one wins.
+    """
+    schema = ", ".join(f"`{n}` string" for n in names) + ", `__clm_unreadable__` string"
+    parsed = F.from_json(raw, schema, _JSON_OPTIONS)
+    is_object = F.ltrim(raw).startswith("{") & parsed["__clm_unreadable__"].isNull()
+    return F.coalesce(is_object, F.lit(False)), parsed
 
 
 def _too_late(ts: Column, ingested_at: Column, max_future_days: int) -> Column:
