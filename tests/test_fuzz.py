@@ -162,3 +162,27 @@ def test_a_json_line_is_accepted_only_as_a_strict_json_object(spark):
     bad = [(n, None, "malformed") for n in range(4, 11)]
     expected = spark.createDataFrame(ok + bad, "line long, event_id string, reason string")
     assert_df_equality(parsed, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_csv_fields_are_counted_outside_quotes(spark):
+    """A quoted comma does not count as a separator; a line with more or fewer fields than its
+    header is malformed (SPEC §8.3)."""
+    ts = "2024-01-01T10:00:00Z"
+    lines = [
+        f"o1,c1,{ts},{ts},placed,10.50,EUR",
+        f'o2,"c,2",{ts},{ts},placed,10.50,EUR',
+        f'o3,"c""3",{ts},{ts},placed,10.50,EUR',
+        f"o4,c4,{ts},{ts},placed,10.50",
+        f"o5,c5,{ts},{ts},placed,10.50,EUR,web",
+        f'o6,"c,6,{ts},{ts},placed,10.50,EUR',
+    ]
+    parsed = parse_orders(_bronze(spark, lines, "csv"), {"EUR": Decimal(1)}, 1).select(
+        F.col("_line").alias("line"),
+        F.when(F.col("reason").isNull(), F.col("customer_id")).alias("customer_id"),
+        "reason",
+    )
+    expected = spark.createDataFrame(
+        [(1, "c1", None), (2, "c,2", None), (3, 'c"3', None)] + [(n, None, "malformed") for n in (4, 5, 6)],
+        "line long, customer_id string, reason string",
+    )
+    assert_df_equality(parsed, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)

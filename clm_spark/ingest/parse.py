@@ -146,15 +146,16 @@ def parse_events(bronze: DataFrame, max_future_days: int) -> DataFrame:
 def _with_csv_arrays(df: DataFrame) -> DataFrame:
     """Add `_csv_names` / `_csv_values` arrays and `_csv_ok` (field count equals the header's)."""
     schema = ", ".join(f"c{i} string" for i in range(MAX_CSV_COLUMNS))
-    opts = {"mode": "PERMISSIVE", "nullValue": "\u0000"}
+    opts = {"mode": "PERMISSIVE", "nullValue": "\u0000", "escape": '"'}  # RFC 4180: "" is a quote
 
     def as_array(c: Column) -> Column:
         parsed = F.from_csv(c, schema, opts)
         return F.array(*[parsed[f"c{i}"] for i in range(MAX_CSV_COLUMNS)])
 
     def count(c: Column) -> Column:
-        unquoted = F.regexp_replace(c, r'"([^"]|"")*"', "")
-        return F.length(unquoted) - F.length(F.regexp_replace(unquoted, ",", "")) + 1
+        # quoted fields may hold commas: they go first (the regex runs only on lines with quotes)
+        unquoted = F.when(c.contains('"'), F.regexp_replace(c, r'"([^"]|"")*"', "")).otherwise(c)
+        return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
 
     # a file's header is the same on every row: parse each distinct header once, broadcast it back
     headers = (
