@@ -234,7 +234,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         scored.unpersist()
         people.unpersist()
 
-    def naive_job():  # one window over every customer, no caching: what a first version looks like
+    def naive_job():  # one window over every customer, nothing cached on the way: a first version
         p = replace(params, percentile="naive")
         naive = build_snapshot(sources.events, sources.orders, d, p, ctx.model).persist()
         naive.count()
