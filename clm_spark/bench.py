@@ -115,7 +115,7 @@ class _Recorder:
         return next((s.seconds for s in self.stages if s.name == name), None)
 
 
-def _deliver(raw: Path, landing: Path, keep) -> int:
+def deliver(raw: Path, landing: Path, keep) -> int:
     """Hard-link (copy where links are impossible) the raw files whose delivery day passes `keep`."""
     n = 0
     for feed in FEEDS:
@@ -193,7 +193,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         return _run_locked(bench_ctx, dates, job, f"bench-{job}-{scale:g}", None)
 
     # 1. history: everything delivered before D, one bulk load, D - 1 published
-    _deliver(raw, landing, lambda day: day < d)
+    deliver(raw, landing, lambda day: day < d)
     runs: dict[str, dict] = {}
 
     def delivered(job: str) -> int:
@@ -217,7 +217,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         rec.add(Stage("copy of the history lake", copy_seconds, 0, 0))
 
     # 2. the daily run of D on top of that history
-    new_files = _deliver(raw, landing, lambda day: day >= d)
+    new_files = deliver(raw, landing, lambda day: day >= d)
     before = silver_rows()
     timed_run(f"daily run {d}", [d], "daily", lambda: silver_rows() - before)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -13,10 +13,18 @@ from pyspark.sql import functions as F
 from clm_spark.config import Config
 from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
-from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders
+from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders, refined_batch
 from clm_spark.lake import Lake
 from clm_spark.lifecycle.segments import SegmentModel
-from clm_spark.lifecycle.snapshot import SnapshotParams, as_dates, build_people, score_snapshot
+from clm_spark.lifecycle.snapshot import (
+    CarriedState,
+    SnapshotParams,
+    as_dates,
+    carried_state,
+    pair_activity,
+    people_of,
+    score_snapshot,
+)
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
 from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
@@ -26,6 +34,7 @@ from clm_spark.tables import (
     SEGMENT_SUMMARY,
     SEGMENT_TRANSITION_MATRIX,
     SEGMENT_TRANSITIONS,
+    SILVER_ACTIVITY_STATE,
     SILVER_EVENTS,
     SILVER_ORDERS,
 )
@@ -53,23 +62,60 @@ def ingest_and_refine(
 
 @dataclass
 class Sources:
-    """Silver inputs of the snapshot step."""
+    """Silver inputs of the snapshot step, and the activity state carried from earlier runs."""
 
     events: DataFrame
     orders: DataFrame
+    state: CarriedState | None = None  # None: absent, empty, or of other events (not used)
+    state_dates: tuple[date, ...] = ()  # covered_before of every state partition found (replaced on write)
+    events_batch: int = 0  # last clickstream batch in silver/events
+    events_table_id: str | None = None
 
     @classmethod
-    def read(cls, lake: Lake) -> Sources:
+    def read(cls, lake: Lake, state_version: int | None = None) -> Sources:
+        """The current silver tables; the activity state as of `state_version` (default: current)."""
         for spec in (SILVER_EVENTS, SILVER_ORDERS):
             lake.create(spec)
         # the identity links are the events carrying both ids: the snapshot finds them there
         events = lake.read(SILVER_EVENTS).select(
-            "event_date", "event_time", "customer_id", "anonymous_id", "has_email"
+            "event_date", "event_time", "customer_id", "anonymous_id", "has_email", "_batch_id"
         )
         orders = lake.read(SILVER_ORDERS).select(
             "order_id", "customer_id", "order_date", "updated_at", "status", "amount_base"
         )
-        return cls(events, orders)
+        batch = refined_batch(lake, SILVER_EVENTS, "clickstream")
+        table_id = lake.table_id(SILVER_EVENTS)
+        if not lake.exists(SILVER_ACTIVITY_STATE):
+            return cls(events, orders, None, (), batch, table_id)
+        rows = lake.read(SILVER_ACTIVITY_STATE, state_version)
+        # one partition per state (a few rows of partition values, never customer rows)
+        found = rows.select(*SILVER_ACTIVITY_STATE.partition_by).distinct().collect()
+        state = None
+        if len(found) == 1 and found[0].events_table_id == table_id and found[0].covered_batch <= batch:
+            state = CarriedState(rows, found[0].covered_before, found[0].covered_batch)
+        elif found:
+            log.warning("silver/activity_state does not match silver/events: not used, rebuilt by this run")
+        return cls(events, orders, state, tuple(sorted({r.covered_before for r in found})), batch, table_id)
+
+
+def carry_state(lake: Lake, sources: Sources, pairs: DataFrame, dates: list[date], run_id: str) -> int | None:
+    """Replace silver/activity_state with the events up to the last date (never moved back); its version.
+
+    `pairs` (from `pair_activity` over `sources` for `dates`) summarises every event dated up to
+    dates[-1] of the batches read, so the next run reads only events after that day or of later
+    batches.
+    """
+    before = dates[-1] + timedelta(days=1)
+    if sources.state is not None and sources.state.before > before:
+        return None  # a later date already carried it further
+    rows = carried_state(pairs, dates).select(
+        "*",
+        F.lit(before).alias("covered_before"),
+        F.lit(sources.events_batch).cast("long").alias("covered_batch"),
+        F.lit(sources.events_table_id).cast("string").alias("events_table_id"),
+    )
+    replace = {"covered_before": sorted({*sources.state_dates, before})}
+    return lake.overwrite(SILVER_ACTIVITY_STATE, rows, replace=replace, run_id=run_id).version
 
 
 def snapshot_params(cfg: Config) -> SnapshotParams:
@@ -163,8 +209,11 @@ def publish_dates(
 
     try:
         with step(f"snapshot {_label(dates)}") as s:
+            # the state serves the dates when none of them is before the last day it covers
+            state = sources.state if sources.state is not None and sources.state.serves(dates) else None
+            pairs = keep(pair_activity(sources.events, dates, state))  # the next state, too
             # the percentiles read the people three times: scan silver once
-            people = keep(build_people(sources.events, sources.orders, dates, params))
+            people = keep(people_of(pairs, sources.orders, dates, params))
             current = keep(score_snapshot(people, params, model))
             s.rows = current.count()
         others = [x for x in published_dates(lake) if x not in dates]
@@ -225,7 +274,16 @@ def publish_dates(
             log.warning(
                 "RFM dimension(s) with fewer distinct scores than bins (ties): %s", ", ".join(degenerate)
             )
-        log.info("published %s (previous %s, later %s)", _label(dates), prev_of[dates[0]], sorted(later))
+        carried = carry_state(lake, sources, pairs, dates, run_id)
+        if carried is not None:
+            versions[SILVER_ACTIVITY_STATE.name] = carried
+        log.info(
+            "published %s (previous %s, later %s; activity state %s)",
+            _label(dates),
+            prev_of[dates[0]],
+            sorted(later),
+            "used" if state is not None else "not used",
+        )
         return Published(versions, validation)
     finally:
         for df in kept:

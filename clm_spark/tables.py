@@ -105,6 +105,24 @@ SILVER_IDENTITY = TableSpec(
     "Identity links: one row per event carrying both an anonymous_id and a customer_id",
 )
 
+SILVER_ACTIVITY_STATE = TableSpec(
+    "silver/activity_state",
+    _schema(
+        _c("anonymous_id", StringType(), "device/cookie id (null: events with a customer id only)"),
+        _c("customer_id", StringType(), "customer id sent with it (null: anonymous events)"),
+        _c("first_event_date", DateType(), "earliest event date of the pair"),
+        _c("last_event_date", DateType(), "latest event date of the pair"),
+        _c("has_email", BooleanType(), "some event of the pair carried a non-empty email"),
+        _c("last_seen", TimestampType(), "time of the pair's latest event, UTC"),
+        _c("covered_before", DateType(), "every event dated before this day is summarised here..."),
+        _c("covered_batch", LongType(), "...if its ingest batch is at most this one"),
+        _c("events_table_id", StringType(), "Delta table id of the silver/events summarised"),
+    ),
+    "Per (anonymous_id, customer_id) pair: a summary of its events carried from one run to the next, "
+    "so a snapshot reads only the events that came after it (derived from silver/events)",
+    ("covered_before", "covered_batch", "events_table_id"),
+)
+
 SILVER_QUARANTINE = TableSpec(
     "silver/quarantine",
     _schema(
@@ -255,6 +273,7 @@ ALL_TABLES = (
     SILVER_EVENTS,
     SILVER_ORDERS,
     SILVER_IDENTITY,
+    SILVER_ACTIVITY_STATE,
     SILVER_QUARANTINE,
     *GOLD_TABLES,
     PIPELINE_RUNS,

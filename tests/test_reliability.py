@@ -38,7 +38,7 @@ from clm_spark.tables import (
 START = date(2024, 3, 1)
 D0, D = date(2024, 3, 5), date(2024, 3, 6)
 SECRET = "s3cr3t-Value-7f9b"
-VOLATILE = {"_ingested_at", "ingested_at"}
+VOLATILE = {"_ingested_at", "ingested_at", "events_table_id"}  # per run or per lake
 DATA_TABLES = [t for t in ALL_TABLES if t is not PIPELINE_RUNS]
 ORDER_FREE = [t for t in DATA_TABLES if t not in GOLD_TABLES]  # bronze and silver
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 from contextlib import redirect_stdout
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,7 +16,14 @@ from pyspark.sql import functions as F
 from clm_spark.lifecycle import percentiles
 from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.snapshot import SnapshotParams, build_people, build_snapshot
+from clm_spark.lifecycle.snapshot import (
+    CarriedState,
+    SnapshotParams,
+    build_people,
+    build_snapshot,
+    carried_state,
+    pair_activity,
+)
 from clm_spark.tables import CUSTOMER_SNAPSHOT
 
 D = date(2024, 3, 31)
@@ -569,3 +576,54 @@ def test_a_null_key_is_not_ranked_and_not_counted(spark, monkeypatch, mode, broa
         "g string, person string, pct double",
     )
     assert_df_equality(ranked, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+EVB = EV + ", _batch_id long"
+PAIR = (
+    "anonymous_id string, customer_id string, first_event_date date, last_event_date date, "
+    "has_email boolean, last_seen timestamp"
+)
+
+
+def test_a_carried_state_plus_newer_and_late_events_gives_the_snapshot_of_all_events(spark, model):
+    """Batch 1 is summarised as of 2024-03-20; batch 2 brings newer events and a late one (03-10)
+    that re-links a1 (to c30, no orders). The state with batch 2 (and batch 1's event dated after 03-20) gives what
+    all events give, for one date and several."""
+    batch1 = [
+        (*ev("2024-03-01 10:00:00", None, "a1", True), 1),
+        (*ev("2024-03-05 10:00:00", "c1", "a1", False), 1),
+        (*ev("2024-03-07 09:00:00", None, "a1", None), 1),
+        (*ev("2024-03-15 10:00:00", "c2", None, False), 1),
+        (*ev("2024-03-28 10:00:00", None, "a2", True), 1),  # dated after the state's day
+    ]
+    batch2 = [
+        (*ev("2024-03-10 10:00:00", "c30", "a1", False), 2),  # late: a1's latest link is now c30
+        (*ev("2024-03-25 10:00:00", None, "a3", False), 2),
+        (*ev("2024-04-02 10:00:00", "c4", "a3", False), 2),  # after D
+    ]
+    day = date(2024, 3, 20)
+    summary = carried_state(pair_activity(spark.createDataFrame(batch1, EVB), day), day)
+    expected = [
+        ("a1", None, d("2024-03-01"), d("2024-03-07"), True, ts("2024-03-07 09:00:00")),
+        ("a1", "c1", d("2024-03-05"), d("2024-03-05"), False, ts("2024-03-05 10:00:00")),
+        (None, "c2", d("2024-03-15"), d("2024-03-15"), False, ts("2024-03-15 10:00:00")),
+    ]
+    assert_df_equality(
+        summary, spark.createDataFrame(expected, PAIR), ignore_row_order=True, ignore_nullable=True
+    )
+
+    state = CarriedState(summary, day + timedelta(days=1), 1)
+    events = spark.createDataFrame(batch1 + batch2, EVB)
+    orders = spark.createDataFrame(ORDERS, OR)
+    for when in (D, [day, D]):
+        carried = build_snapshot(events, orders, when, SnapshotParams(), model, state)
+        full = build_snapshot(events.drop("_batch_id"), orders, when, SnapshotParams(), model)
+        assert_df_equality(carried, full, ignore_row_order=True, ignore_nullable=True)
+    c30 = build_snapshot(events, orders, D, SnapshotParams(), model, state).filter("person_id = 'c30'")
+    assert [(r.first_seen_date, r.last_activity_date, r.has_email) for r in c30.collect()] == [
+        (d("2024-03-01"), d("2024-03-10"), True)
+    ]  # a1's anonymous events from the state, mapped through the late link
+
+    assert not state.serves([day - timedelta(days=1)])
+    with pytest.raises(ValueError, match="covers events dated before 2024-03-21: not 2024-03-19"):
+        pair_activity(events, day - timedelta(days=1), state)

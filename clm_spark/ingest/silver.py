@@ -102,6 +102,15 @@ def _new_bronze(lake: Lake, bronze: TableSpec, app_id: str) -> tuple[DataFrame, 
     return df.filter(F.col("_batch_id") <= last), done + 1, int(last), int(records)
 
 
+def refined_batch(lake: Lake, target: TableSpec, feed: str) -> int:
+    """The last bronze batch of `feed` appended to `target`: every row there has a batch up to it."""
+    return lake.txn_version(target, _refine_app(feed)) or 0
+
+
+def _refine_app(feed: str) -> str:
+    return f"clm.refine.{feed}"
+
+
 def _refine(
     lake: Lake,
     feed: str,
@@ -113,7 +122,7 @@ def _refine(
     extra_writes=(),
     rules=None,
 ) -> FeedCounts:
-    app = f"clm.refine.{feed}"
+    app = _refine_app(feed)
     for spec in (target, SILVER_QUARANTINE, *[s for s, _ in extra_writes]):
         lake.create(spec)
     found = _new_bronze(lake, bronze_spec, app)

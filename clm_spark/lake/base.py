@@ -135,6 +135,11 @@ class Lake(ABC):
         table = self._table(spec)
         return None if table is None else table.version()
 
+    def table_id(self, spec: TableSpec) -> str | None:
+        """The id Delta gives a table when it is created (a table made again gets a new one)."""
+        table = self._table(spec)
+        return None if table is None else table.metadata().id
+
     def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
         table = self._table(spec)
         return None if table is None else table.transaction_version(app_id)

@@ -69,31 +69,92 @@ def _each_date_from(first: Column, dates: list[date], until: Column | None = Non
     return F.explode(F.filter(F.array(*[F.lit(d) for d in dates]), seen))
 
 
-def person_activity(events: DataFrame, when: Dates) -> DataFrame:
-    """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
+PAIR_FACTS = ("first_event_date", "last_event_date", "has_email", "last_seen")
 
-    Events are first reduced to one row per (anonymous_id, customer_id, first date seeing them) —
-    min and max are associative — so only a few rows per visitor and date remain. The identity
-    links are the events carrying both ids (what silver/identity holds, row for row): the latest
-    such row of a visitor up to D, ties to the larger id, maps it. A window over the visitor's
-    rows finds it, so neither the 22M links nor a join is needed. An event's own customer_id wins.
+
+@dataclass(frozen=True)
+class CarriedState:
+    """silver/activity_state as read: per (anonymous_id, customer_id) pair, a summary of every
+    event dated before `before` whose ingest batch is at most `batch`."""
+
+    rows: DataFrame
+    before: date
+    batch: int
+
+    def serves(self, dates: list[date]) -> bool:
+        """True when every snapshot date sees all the events summarised (none dated after dates[0])."""
+        return self.before <= dates[0] + timedelta(days=1)
+
+
+def _event_pairs(events: DataFrame) -> DataFrame:
+    """Each event as the summary of its own pair: its date as first and last date."""
+    return events.select(
+        "anonymous_id",
+        "customer_id",
+        F.col("event_date").alias("first_event_date"),
+        F.col("event_date").alias("last_event_date"),
+        F.coalesce("has_email", F.lit(False)).alias("has_email"),
+        F.col("event_time").alias("last_seen"),
+    )
+
+
+def pair_activity(events: DataFrame, when: Dates, state: CarriedState | None = None) -> DataFrame:
+    """Per (anonymous_id, customer_id, first snapshot date seeing it): min/max event date, email, last time.
+
+    Min, max and or are associative and idempotent, so a pair's summary can be merged with more
+    of its events, and an event counted twice changes nothing. With a carried `state` (it must
+    serve the dates) only the events it does not summarise are read: those dated from
+    `state.before` on and those of later ingest batches (late arrivals); the state's rows are seen
+    by every date. `events` then needs `_batch_id`.
     """
     dates = as_dates(when)
-    visible = events.filter(F.col("event_date") <= F.lit(dates[-1]))
-    first = _first_date_seeing(dates, lambda d: F.col("event_date") <= F.lit(d))
-    per_id = visible.groupBy("anonymous_id", "customer_id", first.alias("_from")).agg(
-        F.min("event_date").alias("first_event_date"),
-        F.max("event_date").alias("last_event_date"),
-        F.max(F.coalesce("has_email", F.lit(False))).alias("ev_has_email"),
-        F.max("event_time").alias("_last_seen"),
+    rows = events
+    if state is not None:
+        if not state.serves(dates):
+            raise ValueError(f"the activity state covers events dated before {state.before}: not {dates[0]}")
+        newer = (F.col("event_date") >= F.lit(state.before)) | (F.col("_batch_id") > F.lit(state.batch))
+        rows = events.filter(newer)
+    pairs = _event_pairs(rows.filter(F.col("event_date") <= F.lit(dates[-1])))
+    if state is not None:
+        pairs = pairs.unionByName(state.rows.select("anonymous_id", "customer_id", *PAIR_FACTS))
+    first = _first_date_seeing(dates, lambda d: F.col("last_event_date") <= F.lit(d))
+    return pairs.groupBy("anonymous_id", "customer_id", first.alias("_from")).agg(
+        F.min("first_event_date").alias("first_event_date"),
+        F.max("last_event_date").alias("last_event_date"),
+        F.max("has_email").alias("has_email"),
+        F.max("last_seen").alias("last_seen"),
     )
-    facts = ["first_event_date", "last_event_date", "ev_has_email"]
-    per_date = per_id.select(
+
+
+def carried_state(pairs: DataFrame, when: Dates) -> DataFrame:
+    """The pairs of `pair_activity` merged over the dates: every event dated up to the last date."""
+    if len(as_dates(when)) == 1:  # one date: one row per pair already
+        return pairs.select("anonymous_id", "customer_id", *PAIR_FACTS)
+    return pairs.groupBy("anonymous_id", "customer_id").agg(
+        F.min("first_event_date").alias("first_event_date"),
+        F.max("last_event_date").alias("last_event_date"),
+        F.max("has_email").alias("has_email"),
+        F.max("last_seen").alias("last_seen"),
+    )
+
+
+def person_activity(pairs: DataFrame, when: Dates) -> DataFrame:
+    """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
+
+    `pairs` comes from `pair_activity`: events reduced to one row per (anonymous_id, customer_id,
+    first date seeing them), then fanned out to each date. The identity links are the pairs
+    carrying both ids (what silver/identity holds, summarised): the latest such pair of a visitor
+    up to D, ties to the larger id, maps it. A window over the visitor's rows finds it, so neither
+    the 22M links nor a join is needed. An event's own customer_id wins.
+    """
+    dates = as_dates(when)
+    facts = ["first_event_date", "last_event_date", "has_email"]
+    per_date = pairs.select(
         _each_date_from(F.col("_from"), dates).alias("snapshot_date"),
         "anonymous_id",
         "customer_id",
         *facts,
-        "_last_seen",
+        "last_seen",
     )
     is_link = F.col("anonymous_id").isNotNull() & F.col("customer_id").isNotNull()
     # rows without a visitor id need no mapping: give each its own window partition (no skew)
@@ -101,7 +162,7 @@ def person_activity(events: DataFrame, when: Dates) -> DataFrame:
     visitor_rows = Window.partitionBy("snapshot_date", visitor).rowsBetween(
         Window.unboundedPreceding, Window.unboundedFollowing
     )
-    latest_link = F.max(F.when(is_link, F.struct("_last_seen", "customer_id"))).over(visitor_rows)
+    latest_link = F.max(F.when(is_link, F.struct("last_seen", "customer_id"))).over(visitor_rows)
     known = F.coalesce("customer_id", latest_link.getField("customer_id"))
     mapped = per_date.select("snapshot_date", "anonymous_id", known.alias("known_customer_id"), *facts)
     person = F.coalesce("known_customer_id", F.concat(F.lit("anon:"), F.col("anonymous_id")))
@@ -111,7 +172,7 @@ def person_activity(events: DataFrame, when: Dates) -> DataFrame:
         .agg(
             F.min("first_event_date").alias("first_event_date"),
             F.max("last_event_date").alias("last_event_date"),
-            F.max("ev_has_email").alias("ev_has_email"),
+            F.max("has_email").alias("ev_has_email"),
             F.max("known_customer_id").alias("known_customer_id"),
         )
     )
@@ -187,10 +248,21 @@ def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
     )
 
 
-def build_people(events: DataFrame, orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
+def build_people(
+    events: DataFrame,
+    orders: DataFrame,
+    when: Dates,
+    params: SnapshotParams,
+    state: CarriedState | None = None,
+) -> DataFrame:
     """The population of each snapshot date with its RFM metrics, before scoring (one row per date and person)."""
+    return people_of(pair_activity(events, when, state), orders, when, params)
+
+
+def people_of(pairs: DataFrame, orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
+    """`build_people` from the visitor pairs of `pair_activity` (the pipeline keeps them for the state)."""
     dates = as_dates(when)
-    activity = person_activity(events, dates)
+    activity = person_activity(pairs, dates)
     metrics = customer_metrics(valid_orders_as_of(orders, dates), params.lookback_days)
     people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
@@ -236,6 +308,7 @@ def build_snapshot(
     when: Dates,
     params: SnapshotParams,
     model: SegmentModel,
+    state: CarriedState | None = None,
 ) -> DataFrame:
     """The snapshot rows of each date, in the declared column order."""
-    return score_snapshot(build_people(events, orders, when, params), params, model)
+    return score_snapshot(build_people(events, orders, when, params, state), params, model)
