@@ -231,8 +231,9 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
 
     # 3. the snapshot step alone, four ways (the last three on the same silver Parquet files)
     params = snapshot_params(cfg)
-    daily_sources = Sources.read(lake, state_version=carried_version)
-    sources = replace(daily_sources, state=None)
+    read = Sources.read(lake, state_version=carried_version)  # the daily run's inputs
+    daily_sources = read if carried_version is not None else replace(read, state=None)
+    sources = replace(read, state=None)  # silver alone
     n_silver = silver_rows()
 
     # each job materialises its rows in memory, as DuckDB's CREATE TABLE does

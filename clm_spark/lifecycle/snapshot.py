@@ -4,6 +4,11 @@ Every function takes the snapshot dates at once: a backfill computes all its dat
 over silver instead of one pass per date. A row of silver (an event, a link, an order version)
 is first tagged with the first snapshot date that sees it, reduced at that grain, then fanned out
 to every later snapshot date it stays visible in (`_each_date_from`).
+
+Events are first reduced to one row per (anonymous_id, customer_id) pair. That summary is what
+the pipeline carries from one run to the next (silver/activity_state, `CarriedState`): a daily
+run merges it with the events it does not cover (newer days, late arrivals) instead of reading
+every event again.
 """
 
 from __future__ import annotations
