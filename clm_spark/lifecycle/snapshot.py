@@ -91,6 +91,16 @@ class CarriedState:
         return self.before <= dates[0] + timedelta(days=1)
 
 
+def _merged() -> list[Column]:
+    """Pair summaries merged: min and max are associative and idempotent (or is max of booleans)."""
+    return [
+        F.min("first_event_date").alias("first_event_date"),
+        F.max("last_event_date").alias("last_event_date"),
+        F.max("has_email").alias("has_email"),
+        F.max("last_seen").alias("last_seen"),
+    ]
+
+
 def _event_pairs(events: DataFrame) -> DataFrame:
     """Each event as the summary of its own pair: its date as first and last date."""
     return events.select(
@@ -123,24 +133,14 @@ def pair_activity(events: DataFrame, when: Dates, state: CarriedState | None = N
     if state is not None:
         pairs = pairs.unionByName(state.rows.select("anonymous_id", "customer_id", *PAIR_FACTS))
     first = _first_date_seeing(dates, lambda d: F.col("last_event_date") <= F.lit(d))
-    return pairs.groupBy("anonymous_id", "customer_id", first.alias("_from")).agg(
-        F.min("first_event_date").alias("first_event_date"),
-        F.max("last_event_date").alias("last_event_date"),
-        F.max("has_email").alias("has_email"),
-        F.max("last_seen").alias("last_seen"),
-    )
+    return pairs.groupBy("anonymous_id", "customer_id", first.alias("_from")).agg(*_merged())
 
 
 def carried_state(pairs: DataFrame, when: Dates) -> DataFrame:
     """The pairs of `pair_activity` merged over the dates: every event dated up to the last date."""
     if len(as_dates(when)) == 1:  # one date: one row per pair already
         return pairs.select("anonymous_id", "customer_id", *PAIR_FACTS)
-    return pairs.groupBy("anonymous_id", "customer_id").agg(
-        F.min("first_event_date").alias("first_event_date"),
-        F.max("last_event_date").alias("last_event_date"),
-        F.max("has_email").alias("has_email"),
-        F.max("last_seen").alias("last_seen"),
-    )
+    return pairs.groupBy("anonymous_id", "customer_id").agg(*_merged())
 
 
 def person_activity(pairs: DataFrame, when: Dates) -> DataFrame:
