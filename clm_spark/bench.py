@@ -139,11 +139,13 @@ def deliver(raw: Path, landing: Path, keep) -> int:
 
 def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backfill_days: int = 0) -> dict:
     """Generate (or reuse) a raw lake at `scale`, run each stage, print and save the figures."""
+    from pyspark import StorageLevel
+
     from clm_spark.app import Context, _run_locked
     from clm_spark.ingest.generate import generate
     from clm_spark.lake import open_lake
-    from clm_spark.lifecycle.snapshot import build_snapshot, pair_activity, people_of, score_snapshot
-    from clm_spark.pipeline import Sources, snapshot_params
+    from clm_spark.lifecycle.snapshot import build_snapshot
+    from clm_spark.pipeline import Sources, snapshot_frames, snapshot_params
     from clm_spark.tables import (
         BRONZE_CLICKSTREAM,
         BRONZE_ORDERS,
@@ -237,12 +239,16 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
     n_silver = silver_rows()
 
     # each job materialises its rows in memory, as DuckDB's CREATE TABLE does
-    def ours(src: Sources) -> None:  # as `publish_dates` runs it: visitor pairs and people computed once
-        pairs = pair_activity(src.events, d, src.state).persist()
-        people = people_of(pairs, src.orders, d, params).persist()
-        scored = score_snapshot(people, params, ctx.model).persist()
+    def ours(src: Sources) -> None:  # what `publish_dates` computes, kept the way it keeps it
+        kept: list = []
+
+        def keep(df):
+            kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+            return df
+
+        _, scored, _ = snapshot_frames(src, [d], params, ctx.model, keep)
         scored.count()
-        for df in (scored, people, pairs):
+        for df in kept:
             df.unpersist()
 
     def naive_job():  # one window over every customer, nothing cached on the way: a first version

@@ -118,6 +118,19 @@ def carry_state(lake: Lake, sources: Sources, pairs: DataFrame, dates: list[date
     return lake.overwrite(SILVER_ACTIVITY_STATE, rows, replace=replace, run_id=run_id).version
 
 
+def snapshot_frames(
+    sources: Sources, dates: list[date], params: SnapshotParams, model: SegmentModel, keep
+) -> tuple[DataFrame, DataFrame, CarriedState | None]:
+    """The visitor pairs (the next state, too) and the scored snapshot of the dates, each passed
+    through `keep` (which persists it), and the carried state used, if any."""
+    # the state serves the dates when none of them is before the last day it covers
+    state = sources.state if sources.state is not None and sources.state.serves(dates) else None
+    pairs = keep(pair_activity(sources.events, dates, state))
+    # the percentiles read the people three times: scan silver once
+    people = keep(people_of(pairs, sources.orders, dates, params))
+    return pairs, keep(score_snapshot(people, params, model)), state
+
+
 def snapshot_params(cfg: Config) -> SnapshotParams:
     return SnapshotParams(
         lookback_days=cfg.rfm.lookback_days,
@@ -209,12 +222,7 @@ def publish_dates(
 
     try:
         with step(f"snapshot {_label(dates)}") as s:
-            # the state serves the dates when none of them is before the last day it covers
-            state = sources.state if sources.state is not None and sources.state.serves(dates) else None
-            pairs = keep(pair_activity(sources.events, dates, state))  # the next state, too
-            # the percentiles read the people three times: scan silver once
-            people = keep(people_of(pairs, sources.orders, dates, params))
-            current = keep(score_snapshot(people, params, model))
+            pairs, current, state = snapshot_frames(sources, dates, params, model, keep)
             s.rows = current.count()
         others = [x for x in published_dates(lake) if x not in dates]
         prev_of = _previous_of(dates, others)
