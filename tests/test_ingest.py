@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -113,8 +115,12 @@ def raw_lake(tmp_path):
     _write(raw / "orders" / "dt=2024-01-01" / "o.csv", ORDERS_CSV)
     _write(raw / "orders" / "dt=2024-01-01" / "o.json", ORDERS_JSON)
     _write(raw / "orders" / "dt=2024-01-01" / "header.csv", [ORDERS_CSV[0], ""])
+    return raw, _config(tmp_path, raw)
+
+
+def _config(tmp_path: Path, raw: Path):
     (tmp_path / "s.yaml").write_text("{}")
-    cfg = config_from_dict(
+    return config_from_dict(
         {
             "lake": {"root": str(tmp_path / "lake"), "engine": "delta-rs"},
             "raw": {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")},
@@ -124,7 +130,6 @@ def raw_lake(tmp_path):
         },
         base=tmp_path,
     )
-    return raw, cfg
 
 
 def _run(spark, cfg, run_id="r1", start=RUN_START):
@@ -282,3 +287,96 @@ def test_lines_of_a_file_split_into_blocks_are_numbered_in_file_order(spark, tmp
     expected = [("big.json", i, f'{{"n":{i}}}') for i in range(1, 301)]
     expected += [("small.json.gz", 1, '{"n":1}'), ("small.json.gz", 2, '{"n":2}')]
     assert got == expected
+
+
+def _event(event_id: str, ascii_only: bool = False, **fields: str) -> str:
+    """One clickstream JSON line; non-ASCII characters raw (UTF-8) unless `ascii_only` (then escaped)."""
+    record = {"event_id": event_id, "event_time": "2024-01-01T10:00:00Z", "event_type": "page_view", **fields}
+    return json.dumps(record, ensure_ascii=ascii_only)
+
+
+WS_EVENTS = [
+    _event("w1", anonymous_id=" ", customer_id="\t "),  # 1 missing_field: neither id is present
+    _event(
+        "w2",
+        customer_id="\u00a0c9\u00a0",
+        anonymous_id="\u2003a9\t",
+        session_id="\x0bs1\x0c",
+        email="\u3000X@Y.com\u00a0",
+    ),  # 2 accepted: every value stripped
+    "\t \u00a0\u3000",  # 3 blank line: not a record
+    _event("w3", ascii_only=True, event_type="\u00a0\u2028", anonymous_id="a3"),  # 4 missing_field
+    _event("w4", anonymous_id="\u0085\u1680"),  # 5 missing_field: no id
+    "\t" + _event("w5", anonymous_id="a5"),  # 6 accepted: JSON may start with a tab
+    _event("\u00a0w2\u202f", anonymous_id="a6"),  # 7 duplicate of w2 once stripped
+    _event("w7", event_time="\u205f2024-01-01T10:00:00Z\r", anonymous_id="a7"),  # 8 accepted
+]
+WS_HEADER = "\u00a0order_id\t,customer_id,order_time,updated_at,status,amount,currency"
+WS_ORDERS_CSV = [
+    WS_HEADER,
+    "o1,\u00a0c9\u00a0,2024-01-01T10:00:00Z,2024-01-01T10:00:00Z,\tcompleted\u00a0,\u300010.50 ,eur",  # 2 ok
+    "\u00a0\t",  # 3 blank line
+    "o2,\u00a0,2024-01-01T10:00:00Z,2024-01-01T10:00:00Z,placed,1.00,EUR",  # 4 missing_field
+    "o3,\u2009c10,2024-01-01T10:00:00Z,2024-01-01T10:00:00Z,placed,2.00,USD",  # 5 accepted
+]
+WS_ORDERS_JSON = (
+    '{"order_id":"\\u00a0o5","customer_id":"c11\u3000","order_time":"2024-01-01T10:00:00Z",'
+    '"updated_at":"2024-01-01T10:00:00Z","status":"placed","amount":" 3.00\\t","currency":"EUR"}'
+)
+
+
+def _write_bytes(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode())
+
+
+def test_every_unicode_whitespace_is_whitespace_in_values_lines_and_files(spark, tmp_path):
+    """SPEC §8.2/§8.17/§8.18 with whitespace as `str.isspace` defines it, not only the space."""
+    raw = tmp_path / "raw"
+    day, orders_day = raw / "clickstream" / "dt=2024-01-01", raw / "orders" / "dt=2024-01-01"
+    _write_bytes(day / "ws.json", "\n".join(WS_EVENTS) + "\n")
+    _write_bytes(day / "tabs.json", " \t \n\t\t\n \n")  # spaces and tabs only
+    _write_bytes(day / "nbsp.json", "\u00a0\n\u3000\x0c\n")  # other whitespace only
+    _write_bytes(
+        day / "crlf.json",
+        "\r\n".join([_event("w8", anonymous_id="a8"), _event("w9", customer_id="c9")]) + "\r\n\r\n",
+    )
+    _write_bytes(orders_day / "header_ws.csv", "\n".join([WS_HEADER, "\t", "  ", "\u00a0"]) + "\n")
+    _write_bytes(orders_day / "crlf.csv", "\r\n".join(WS_ORDERS_CSV) + "\r\n")
+    _write_bytes(orders_day / "o.json", WS_ORDERS_JSON + "\n")
+    lake, counts = _run(spark, _config(tmp_path, raw))
+
+    q = {(r.feed, r.source_file, r.line, r.reason) for r in lake.read(SILVER_QUARANTINE).collect()}
+    assert q == {
+        ("clickstream", "dt=2024-01-01/ws.json", 1, "missing_field"),
+        ("clickstream", "dt=2024-01-01/ws.json", 4, "missing_field"),
+        ("clickstream", "dt=2024-01-01/ws.json", 5, "missing_field"),
+        ("clickstream", "dt=2024-01-01/tabs.json", None, "empty_file"),
+        ("clickstream", "dt=2024-01-01/nbsp.json", None, "empty_file"),
+        ("orders", "dt=2024-01-01/header_ws.csv", None, "empty_file"),
+        ("orders", "dt=2024-01-01/crlf.csv", 4, "missing_field"),
+    }
+    c, o = counts["clickstream"], counts["orders"]
+    assert (c.delivered, c.accepted, c.quarantined, c.duplicates) == (11, 5, 5, 1)
+    assert (o.delivered, o.accepted, o.quarantined, o.duplicates) == (5, 3, 2, 0)
+    for feed, spec in (("clickstream", BRONZE_CLICKSTREAM), ("orders", BRONZE_ORDERS)):
+        n = counts[feed]
+        assert lake.read(spec).count() == n.delivered == n.accepted + n.quarantined + n.duplicates
+
+    events = {r.event_id: r for r in lake.read(SILVER_EVENTS).collect()}
+    assert set(events) == {"w2", "w5", "w7", "w8", "w9"}
+    w2 = events["w2"]
+    assert (w2.customer_id, w2.anonymous_id, w2.session_id, w2.has_email) == ("c9", "a9", "s1", True)
+    assert w2.email_sha256 == hashlib.sha256(b"x@y.com").hexdigest()
+    assert events["w7"].event_time == datetime(2024, 1, 1, 10, 0)
+    links = {(r.anonymous_id, r.customer_id) for r in lake.read(SILVER_IDENTITY).collect()}
+    assert links == {("a9", "c9")}
+    orders = {
+        r.order_id: (r.customer_id, r.status, r.currency, r.amount, r.amount_base)
+        for r in lake.read(SILVER_ORDERS).collect()
+    }
+    assert orders == {
+        "o1": ("c9", "completed", "EUR", Decimal("10.50"), Decimal("10.50")),
+        "o3": ("c10", "placed", "USD", Decimal("2.00"), Decimal("1.85")),
+        "o5": ("c11", "placed", "EUR", Decimal("3.00"), Decimal("3.00")),
+    }

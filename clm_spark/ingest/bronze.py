@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from clm_spark.ingest.whitespace import is_blank
 from clm_spark.lake import Lake, TableSpec, Txn
 from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS
 
@@ -124,7 +125,7 @@ def _scan(spark: SparkSession, root: str, files: list[RawFile]) -> DataFrame:
 
 
 def _blocks(spark: SparkSession, root: str, files: list[RawFile]) -> list[_Block]:
-    blank = F.trim(F.col("_raw")) == ""
+    blank = is_blank(F.col("_raw"))
     is_csv = F.col("_source_file").rlike(r"\.csv(\.gz)?$")  # RawFile.fmt
     stats = (
         _scan(spark, root, files)
@@ -175,7 +176,7 @@ def to_bronze(
     fmt = {f.rel: f.fmt for f in files}
     fmt_of = spark.createDataFrame(sorted(fmt.items()), "_source_file string, _format string")
     lines = lines.join(F.broadcast(fmt_of), "_source_file", "left")
-    is_blank = F.trim(F.col("_raw")) == ""
+    blank = is_blank(F.col("_raw"))
     is_header = (F.col("_format") == "csv") & (F.col("_line") == 1)
     first_csv_blocks = [b for b in blocks if b.start == 0 and fmt[b.rel] == "csv"]  # line 1: the header
     headers = spark.createDataFrame(
@@ -183,7 +184,7 @@ def to_bronze(
     )
     records = (
         lines.join(F.broadcast(headers), "_source_file", "left")
-        .filter(~is_blank & ~is_header)
+        .filter(~blank & ~is_header)
         .withColumn("_file_error", F.lit(None).cast("string"))
     )
     records_in = dict.fromkeys(fmt, 0)

@@ -11,6 +11,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
+from clm_spark.ingest.whitespace import clean, lstrip, strip
+
 REASONS = (
     "malformed",
     "missing_field",
@@ -44,19 +46,13 @@ MAX_CSV_COLUMNS = 32
 LINEAGE = ("_source_file", "_line", "_batch_id", "_raw", "_ingested_at")  # carried from bronze
 
 
-def clean(c: Column) -> Column:
-    """Trim; blank after trimming means absent (SPEC §8.2, §8.17)."""
-    t = F.trim(c)
-    return F.when(t == "", None).otherwise(t)
-
-
 def parse_timestamp(c: Column) -> Column:
     """ISO-8601 with Z or ±hh:mm to a UTC timestamp; fractions beyond microseconds truncated.
 
     The pattern decides what is accepted; the cast (which truncates extra fraction digits and
     rejects impossible dates and times) does the conversion: one regex per value, not four.
     """
-    s = F.trim(c)
+    s = strip(c)
     return F.when(s.rlike(_TS), s.try_cast("timestamp"))
 
 
@@ -95,7 +91,7 @@ def _json_fields(raw: Column, names: tuple[str, ...]) -> tuple[Column, Column]:
     """
     schema = ", ".join(f"`{n}` string" for n in names) + ", `__clm_unreadable__` string"
     parsed = F.from_json(raw, schema, _JSON_OPTIONS)
-    is_object = F.ltrim(raw).startswith("{") & parsed["__clm_unreadable__"].isNull()
+    is_object = lstrip(raw).startswith("{") & parsed["__clm_unreadable__"].isNull()
     return F.coalesce(is_object, F.lit(False)), parsed
 
 
@@ -164,7 +160,7 @@ def _with_csv_arrays(df: DataFrame) -> DataFrame:
         .distinct()
         .select(
             "_csv_header",
-            F.transform(as_array(F.col("_csv_header")), lambda x: F.lower(F.trim(x))).alias("_csv_names"),
+            F.transform(as_array(F.col("_csv_header")), lambda x: F.lower(strip(x))).alias("_csv_names"),
             count(F.col("_csv_header")).alias("_csv_width"),
         )
     )
