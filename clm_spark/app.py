@@ -48,7 +48,9 @@ def open_context(cfg: Config, model: SegmentModel) -> Context:
     rules = load_quality_rules(cfg, model)  # a bad expectations file fails before the session starts
     spark = build_session("clm-spark", cfg.spark)
     spark.sparkContext.setLogLevel("WARN")
-    lake = open_lake(spark, cfg.lake.root, cfg.lake.engine, failpoints.write_hooks())
+    lake = open_lake(
+        spark, cfg.lake.root, cfg.lake.engine, failpoints.write_hooks(), cfg.lake.storage_options
+    )
     return Context(cfg, model, spark, lake, rules)
 
 
@@ -62,7 +64,7 @@ def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
     from clm_spark.runs import new_run_id
 
     run_id = new_run_id(job)
-    with lake_lock(ctx.cfg.lake.root, run_id, dates, ctx.cfg.lake.lock_wait_seconds):
+    with lake_lock(ctx.cfg.lake.root, run_id, dates, ctx.cfg.lake.lock_wait_seconds, ctx.cfg.lake.lock):
         return _run_locked(ctx, dates, job, run_id, tamper)
 
 
@@ -186,27 +188,43 @@ def demo_command(config_path: str, args: argparse.Namespace) -> int:
     result = run_dates(ctx, dates, "demo")
     _print_counts(result)
     print_summary(ctx.lake, sys.stdout)
-    print(f"\nreport: {write_report(cfg, None)}")
+    print(f"\nreport: {write_report(cfg, None, ctx.lake)}")
     return 0
 
 
-def write_report(cfg: Config, out: str | None) -> str:
-    """Write the offline HTML report of the lake; the default path is under <lake.root>/_reports/."""
-    from clm_spark.reporting import load_report_data, write_html_report
+def write_report(cfg: Config, out: str | None, lake=None) -> str:
+    """Write the offline HTML report of the lake; the default path is under <lake.root>/_reports/.
 
-    data = load_report_data(cfg.lake.root)
+    With a lake (a Spark session) the gold aggregates are read and the page written through Spark,
+    so any lake URI works; without one they are read with `deltalake` and written locally.
+    """
+    from clm_spark.reporting import load_report_data, render_html_report
+
+    data = load_report_data(cfg.lake.root, lake)
+    page = render_html_report(data)
     if out is None:
-        if "://" in cfg.lake.root and not cfg.lake.root.startswith("file://"):
-            raise ConfigError("lake.root is not a local folder: give the report a local path with --out")
-        folder = Path(cfg.lake.root.removeprefix("file://")) / "_reports"
-        folder.mkdir(parents=True, exist_ok=True)
-        out = str(folder / f"clm-report-{data.latest}.html")
-    return write_html_report(data, out)
+        out = f"{cfg.lake.root.rstrip('/')}/_reports/clm-report-{data.latest}.html"
+    if lake is not None:
+        lake.storage.write_text(out, page)
+        return out
+    if "://" in out and not out.startswith("file://"):
+        raise ConfigError("lake.root is not a local folder: give the report a local path with --out")
+    local = Path(out.removeprefix("file://"))
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ClmError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
+    return str(local)
 
 
 def report_command(config_path: str, out: str | None) -> int:
+    """The report needs no Spark session on a delta-rs lake; delta-spark lakes are read through Spark."""
     cfg = load_config(config_path)
-    print(f"report: {write_report(cfg, out)}")
+    lake = None
+    if cfg.lake.engine == "delta-spark":
+        lake = open_context(cfg, load_segments(cfg.segments, cfg.rfm.score_bins)).lake
+    print(f"report: {write_report(cfg, out, lake)}")
     return 0
 
 
@@ -230,9 +248,10 @@ def vacuum_command(config_path: str, retain_hours: float, force: bool) -> int:
     from clm_spark.maintenance import check_retention, vacuum_lake
 
     check_retention(retain_hours, force)
-    cfg = load_config(config_path)
-    with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds):  # never mid-write
-        removed = vacuum_lake(cfg.lake.root, retain_hours, force)  # deltalake only: no Spark session
+    cfg, model = prepare(config_path)
+    lake = open_context(cfg, model).lake
+    with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds, cfg.lake.lock):  # never mid-write
+        removed = vacuum_lake(lake, retain_hours, force)
     for table, n in removed.items():
         print(f"  {table:<32} {n:>6} file(s) removed")
     return 0

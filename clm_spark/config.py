@@ -25,7 +25,9 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class LakeConfig:
     root: str
     engine: str = "auto"
+    lock: str = "auto"  # auto | file | none (see clm_spark.lock)
     lock_wait_seconds: int = 1800
+    storage_options: dict = field(default_factory=dict)  # delta-rs only: object-store credentials
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Config:
 
 
 ENGINES = ("auto", "delta-spark", "delta-rs")
+LOCK_MODES = ("auto", "file", "none")
 PERCENTILE_MODES = ("exact", "approx")
 _MAX_RATE_SCALE = 10
 _MAX_RATE_INT_DIGITS = 8
@@ -205,6 +208,13 @@ def _rates(raw: dict, base: str) -> dict[str, Decimal]:
 def _check(cfg: Config) -> None:
     if cfg.lake.engine not in ENGINES:
         raise ConfigError(f"config key 'lake.engine': one of {', '.join(ENGINES)}, got {cfg.lake.engine!r}")
+    if cfg.lake.lock not in LOCK_MODES:
+        raise ConfigError(f"config key 'lake.lock': one of {', '.join(LOCK_MODES)}, got {cfg.lake.lock!r}")
+    if cfg.lake.lock == "file" and "://" in cfg.lake.root and not cfg.lake.root.startswith("file://"):
+        raise ConfigError(
+            "config key 'lake.lock': file locks need a local or file:// lake.root; "
+            "on object stores use none and let the scheduler run one job at a time"
+        )
     if cfg.rfm.percentile not in PERCENTILE_MODES:
         raise ConfigError(f"config key 'rfm.percentile': exact or approx, got {cfg.rfm.percentile!r}")
     for key, value, low in (
@@ -267,7 +277,9 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
         lake=LakeConfig(
             root=_resolve(cfg.lake.root, base),
             engine=cfg.lake.engine,
+            lock=cfg.lake.lock,
             lock_wait_seconds=cfg.lake.lock_wait_seconds,
+            storage_options={str(k): str(v) for k, v in cfg.lake.storage_options.items()},
         ),
         raw=RawConfig(_resolve(cfg.raw.clickstream, base), _resolve(cfg.raw.orders, base)),
         rfm=cfg.rfm,

@@ -3,10 +3,15 @@
 Runs share the lake (ingest batches, the next-date recomputation), so they are serialised:
 - a run whose dates overlap the running one's fails at once, cleanly (it would only redo them);
 - a run for other dates waits up to `lake.lock_wait_seconds`, then goes on or fails cleanly.
-The lock is an OS file lock (flock): the kernel releases it when the holder exits or is killed,
-so a crashed run never leaves a stale lock. It covers runs on one host (or one shared POSIX file
-system with working flock); on object stores the scheduler must serialise runs (Airflow
-`max_active_runs=1`, Databricks `max_concurrent_runs: 1`), which our deploy examples do.
+`lake.lock` chooses the mechanism:
+- `file`: an OS file lock (flock) on `<lake.root>/_locks/lake.lock`. The kernel releases it when
+  the holder exits or is killed, so a crashed run never leaves a stale lock. It covers runs on one
+  host, or on one shared POSIX file system with working flock.
+- `none`: no lock. Object stores (s3a://, abfss://, gs://) have no such lock; the scheduler must
+  run one job per lake at a time (Airflow `max_active_runs=1`, Databricks `max_concurrent_runs:
+  1`, as our deploy examples do). Each Delta commit is still atomic, and a second writer of the
+  same table fails on Delta's conflict check instead of overwriting silently.
+- `auto` (default): `file` for a local or file:// lake.root, `none` (with a warning) otherwise.
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ def _holder(fd: int) -> dict:
 
 
 @contextlib.contextmanager
-def lake_lock(root: str, run_id: str, dates: list[date], wait_seconds: float) -> Iterator[None]:
-    local = _local_root(root)
+def lake_lock(
+    root: str, run_id: str, dates: list[date], wait_seconds: float, mode: str = "auto"
+) -> Iterator[None]:
+    local = _local_root(root) if mode != "none" else None
     if local is None:
-        log.info("lake.root %s is not a local path: runs must be serialised by the scheduler", root)
+        if mode == "auto":
+            log.warning("lake.root %s has no file locks: the scheduler must run one job at a time", root)
         yield
         return
     folder = local / "_locks"

@@ -177,7 +177,7 @@ def _label(dates: list[date]) -> str:
 def _gate(lake: Lake, rules: Rules, run_id: str, dates: list[date], frames: dict[str, DataFrame]) -> str:
     """Validate before anything of the dates is written; a critical failure publishes nothing."""
     report = validate_frames(frames, rules)
-    path = write_report(lake.root, run_id, f"validation-{_label(dates)}", report)
+    path = write_report(lake.storage, lake.root, run_id, f"validation-{_label(dates)}", report)
     summary = f"{_label(dates)} {report.summary()}"
     if report.critical_failures:
         raise ValidationFailed(f"{summary} (report: {path})")

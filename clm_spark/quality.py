@@ -24,8 +24,10 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from clm_spark import compat
 from clm_spark.errors import ConfigError
 from clm_spark.lifecycle.segments import SegmentModel
+from clm_spark.storage import Storage
 
 log = logging.getLogger(__name__)
 SEVERITIES = ("critical", "warning")
@@ -213,9 +215,7 @@ def _drop_checkpoint(df: DataFrame) -> None:
     PySpark has no public call for it: the checkpointed RDD sits under the frame's logical plan
     (classic Spark). Elsewhere (Spark Connect) the cleaner frees it once the frame is dropped.
     """
-    try:
-        df._jdf.queryExecution().logical().rdd().unpersist(False)
-    except Exception:  # not classic Spark: nothing to free by hand
+    if not compat.free_local_checkpoint(df):
         log.debug("local checkpoint left to Spark's cleaner")
 
 
@@ -280,13 +280,9 @@ def reconciliation(
     )
 
 
-def write_report(root: str, run_id: str, name: str, report: ValidationReport) -> str:
+def write_report(storage: Storage, root: str, run_id: str, name: str, report: ValidationReport) -> str:
     """A self-contained HTML report under <lake.root>/_reports/<run_id>/; returns its path."""
-    import pyarrow.fs as pafs
-
     path = posixpath.join(root, "_reports", run_id, f"{name}.html")
-    fs, fs_path = pafs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
-    fs.create_dir(posixpath.dirname(fs_path), recursive=True)
     rows = "".join(
         f"<tr class='{'ok' if r.success else r.check.severity}'><td>{html.escape(r.check.table)}</td>"
         f"<td>{html.escape(r.check.type)}</td><td>{html.escape(json.dumps(r.check.kwargs, default=str))}</td>"
@@ -302,6 +298,5 @@ def write_report(root: str, run_id: str, name: str, report: ValidationReport) ->
         "<table><tr><th>table</th><th>expectation</th><th>arguments</th><th>severity</th><th>result</th>"
         f"<th>unexpected rows</th></tr>{rows}</table>"
     )
-    with fs.open_output_stream(fs_path) as out:
-        out.write(doc.encode())
+    storage.write_text(path, doc)
     return path

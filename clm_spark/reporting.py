@@ -1,8 +1,9 @@
 """Charts and the offline HTML report over the small gold tables (no Spark needed).
 
 Everything here reads aggregates only: `gold/segment_summary`, `gold/segment_transition_matrix`
-and `gold/rfm_cutpoints` hold a few dozen rows per date, so they are read with `deltalake` into
-pandas on one machine. Customer-level rows are never loaded. The notebook in `notebooks/` calls
+and `gold/rfm_cutpoints` hold a few dozen rows per date, so they are read into pandas on one
+machine: through the lake's Spark session when one is given (any lake URI, either engine), else
+with `deltalake` (no Spark needed). Customer-level rows are never loaded. The notebook in `notebooks/` calls
 the same functions, so the notebook and `clm report` always show the same pictures.
 """
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import pandas as pd
-from deltalake import DeltaTable
 from matplotlib.figure import Figure
 
 from clm_spark.errors import ClmError
+from clm_spark.lake import Lake, TableSpec
 from clm_spark.lifecycle.segments import DEFAULT_STAGES
 from clm_spark.tables import RFM_CUTPOINTS, SEGMENT_SUMMARY, SEGMENT_TRANSITION_MATRIX
 
@@ -44,24 +45,36 @@ class ReportData:
         return [s for s in DEFAULT_STAGES if s in present] + [s for s in present if s not in DEFAULT_STAGES]
 
 
-def _read(root: str, name: str, latest: date | None = None) -> pd.DataFrame:
-    path = posixpath.join(root.rstrip("/"), name)
+def _read(root: str, spec: TableSpec, latest: date | None = None, lake: Lake | None = None) -> pd.DataFrame:
+    missing = f"{spec.name} does not exist under {root}: publish a snapshot first (clm run --date D)"
+    if lake is not None:
+        if not lake.exists(spec):
+            raise ClmError(missing)
+        df = lake.read(spec)
+        if latest is not None:
+            df = df.filter(df.snapshot_date == latest)
+        return df.toPandas()  # a few dozen aggregate rows per date, never customers
+    from deltalake import DeltaTable
+
+    path = posixpath.join(root.rstrip("/"), spec.name)
     if not DeltaTable.is_deltatable(path):
-        raise ClmError(f"{name} does not exist under {root}: publish a snapshot first (clm run --date D)")
+        raise ClmError(missing)
     filters = None if latest is None else [("snapshot_date", "=", latest)]
     return DeltaTable(path).to_pandas(filters=filters)
 
 
-def load_report_data(root: str) -> ReportData:
-    """Read the three small gold tables of the lake at `root`."""
-    summary = _read(root, SEGMENT_SUMMARY.name)
+def load_report_data(root: str, lake: Lake | None = None) -> ReportData:
+    """Read the three small gold tables of the lake at `root` (through `lake` when given)."""
+    summary = _read(root, SEGMENT_SUMMARY, lake=lake)
     if summary.empty:
         raise ClmError(f"no snapshot published yet under {root}")
     summary["snapshot_date"] = pd.to_datetime(summary["snapshot_date"]).dt.date
     summary = summary.sort_values(["snapshot_date", "stage", "segment"], ignore_index=True)
     latest = max(summary["snapshot_date"])
-    matrix = _read(root, SEGMENT_TRANSITION_MATRIX.name, latest)
-    cutpoints = _read(root, RFM_CUTPOINTS.name, latest).sort_values(["dimension", "score"], ignore_index=True)
+    matrix = _read(root, SEGMENT_TRANSITION_MATRIX, latest, lake)
+    cutpoints = _read(root, RFM_CUTPOINTS, latest, lake).sort_values(
+        ["dimension", "score"], ignore_index=True
+    )
     return ReportData(summary, matrix, cutpoints, latest)
 
 
@@ -171,7 +184,17 @@ def summary_table(data: ReportData) -> pd.DataFrame:
 
 
 def write_html_report(data: ReportData, out_path: str) -> str:
-    """One self-contained HTML file (charts inlined as PNG data URIs, no scripts, no network)."""
+    """Write the report page to a local file; returns its path."""
+    try:
+        with open(out_path, "w", encoding="utf-8") as handle:
+            handle.write(render_html_report(data))
+    except OSError as exc:
+        raise ClmError(f"cannot write the report to {out_path}: {exc.strerror or exc}") from exc
+    return out_path
+
+
+def render_html_report(data: ReportData) -> str:
+    """One self-contained HTML page (charts inlined as PNG data URIs, no scripts, no network)."""
     table = summary_table(data)
     rows = "\n".join(
         "<tr>"
@@ -195,7 +218,7 @@ def write_html_report(data: ReportData, out_path: str) -> str:
     )
     population = int(table["persons"].sum())
     dates = ", ".join(d.isoformat() for d in data.dates)
-    page = _PAGE.format(
+    return _PAGE.format(
         latest=data.latest.isoformat(),
         population=f"{population:,}",
         dates=html.escape(dates),
@@ -203,12 +226,6 @@ def write_html_report(data: ReportData, out_path: str) -> str:
         rows=rows,
         figures=figures,
     )
-    try:
-        with open(out_path, "w", encoding="utf-8") as handle:
-            handle.write(page)
-    except OSError as exc:
-        raise ClmError(f"cannot write the report to {out_path}: {exc.strerror or exc}") from exc
-    return out_path
 
 
 def _png(fig: Figure) -> str:

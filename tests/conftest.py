@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+# The Delta JVM connector for tests: the jars shipped beside the repository in ../shared/delta
+# (no Maven here). Never copied into the project; without them the delta-spark tests skip.
+SHARED_DELTA = Path(__file__).resolve().parents[2] / "shared" / "delta"
+DELTA_JARS = sorted(SHARED_DELTA.glob("delta-*.jar")) if SHARED_DELTA.is_dir() else []
+if DELTA_JARS and "CLM_DELTA_JARS" not in os.environ:
+    os.environ["CLM_DELTA_JARS"] = ",".join(str(j) for j in DELTA_JARS)
+NO_DELTA_REASON = (
+    f"Delta JVM connector not on the classpath: no jars in {SHARED_DELTA} and CLM_DELTA_JARS unset"
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +50,7 @@ def engine(request, spark):
     from clm_spark.lake import delta_spark_available
 
     if request.param == "delta-spark" and not delta_spark_available(spark):
-        pytest.skip("Delta JVM connector not on the classpath (set CLM_DELTA_JARS or --packages)")
+        pytest.skip(NO_DELTA_REASON)
     return request.param
 
 

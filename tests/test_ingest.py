@@ -272,10 +272,11 @@ def test_quarantined_records_neither_are_nor_hide_duplicates(spark, small):
 
 def test_lines_of_a_file_split_into_blocks_are_numbered_in_file_order(spark, tmp_path):
     from clm_spark.ingest.bronze import list_raw_files, read_lines
+    from clm_spark.storage import Storage
 
     _write(tmp_path / "big.json", [f'{{"n":{i}}}' for i in range(1, 301)])  # ~3 KB: several 1 KB blocks
     _write(tmp_path / "small.json.gz", ['{"n":1}', '{"n":2}'], gz=True)  # never split
-    files = list_raw_files(str(tmp_path), (".json", ".json.gz"))
+    files = list_raw_files(Storage(spark), str(tmp_path), (".json", ".json.gz"))
     before = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "1024")
     try:

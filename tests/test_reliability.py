@@ -163,7 +163,7 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(spark, ra
     # retention: vacuum clears what the dead runs left, never what a version needs
     before = checksums(crash)
     assert _readers_see_only_committed_files(root) > 0
-    removed = vacuum_lake(root, retain_hours=0, force=True)
+    removed = vacuum_lake(open_lake(spark, root, "delta-rs"), retain_hours=0, force=True)
     assert sum(removed.values()) > 0
     assert _readers_see_only_committed_files(root) == 0
     assert not [p for t in ALL_TABLES for p in (Path(root) / t.name / "_staging").glob("*")]

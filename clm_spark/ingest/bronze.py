@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
-import posixpath
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from clm_spark.ingest.whitespace import is_blank
 from clm_spark.lake import Lake, TableSpec, Txn
+from clm_spark.storage import Storage
 from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS
 
 log = logging.getLogger(__name__)
@@ -49,40 +50,26 @@ class IngestResult:
     skipped: bool = False
 
 
-def _fs(root: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(root if "://" in root else f"file://{root}")
+def list_raw_files(storage: Storage, root: str, extensions: tuple[str, ...]) -> list[RawFile]:
+    """Files of a feed folder, recursively; names starting with `_` or `.` are skipped (SPEC §8.18).
 
-
-def list_raw_files(root: str, extensions: tuple[str, ...]) -> list[RawFile]:
-    """Files of a feed folder, recursively; names starting with `_` or `.` are skipped (SPEC §8.18)."""
-    fs, base = _fs(root)
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
-        return []
-    files = []
+    Listed through the session's Hadoop FileSystem, so any URI the cluster's Spark reads works.
+    """
     prefix = root if "://" in root else f"file://{root}"
-    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        if entry.type != pafs.FileType.File:
+    files = []
+    for entry in storage.list_files(root):
+        if any(part.startswith(("_", ".")) for part in entry.rel.split("/")):
             continue
-        rel = posixpath.relpath(entry.path, base)
-        if any(part.startswith(("_", ".")) for part in rel.split("/")):
+        if not entry.rel.endswith(extensions):
             continue
-        if not rel.endswith(extensions):
-            continue
-        files.append(RawFile(rel=rel, uri=f"{prefix.rstrip('/')}/{rel}", size=entry.size))
+        files.append(RawFile(rel=entry.rel, uri=f"{prefix.rstrip('/')}/{entry.rel}", size=entry.size))
     return sorted(files, key=lambda f: f.rel)
 
 
-def _gzip_ok(uri: str) -> bool:
-    """Read a gzip file to the end; False when it is corrupt or truncated (runs on executors)."""
+def _gzip_ok(content: bytes) -> bool:
+    """Decompress a gzip file to the end; False when it is corrupt or truncated (runs in tasks)."""
     try:
-        if uri.startswith("file://"):
-            with gzip.open(uri[len("file://") :], "rb") as gz:
-                while gz.read(1 << 20):
-                    pass
-            return True
-        fs, path = _fs(uri)
-        with fs.open_input_stream(path) as raw, gzip.GzipFile(fileobj=raw) as gz:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as gz:
             while gz.read(1 << 20):
                 pass
         return True
@@ -90,13 +77,32 @@ def _gzip_ok(uri: str) -> bool:
         return False
 
 
-def find_corrupt(spark: SparkSession, files: list[RawFile]) -> set[str]:
-    """Check compressed files in parallel on the executors; returns the corrupt ones' rel paths."""
-    gz = [(f.rel, f.uri) for f in files if f.is_gzip]
+def relative_to(path: Column, root: str) -> Column:
+    """The part of a file URI (as Spark reports it) after the feed folder `root`.
+
+    Spark may spell a local root as `file:/x`, `file:///x` or `/x`; the folder's path part, found
+    at its first occurrence, is the same in every spelling.
+    """
+    folder = (urlparse(root).path if "://" in root else root).rstrip("/") + "/"
+    decoded = F.url_decode(path)
+    return decoded.substr(F.locate(folder, decoded) + len(folder), F.lit(1 << 30))
+
+
+def find_corrupt(spark: SparkSession, root: str, files: list[RawFile]) -> set[str]:
+    """Check compressed files in parallel in tasks; returns the corrupt ones' rel paths.
+
+    Spark reads the bytes (any Hadoop URI); a task needs only Python's gzip module. A raw file
+    larger than 2 GiB compressed is beyond Spark's binaryFile reader: split such deliveries.
+    """
+    gz = [f.uri for f in files if f.is_gzip]
     if not gz:
         return set()
-    slices = min(len(gz), spark.sparkContext.defaultParallelism * 4)
-    checked = spark.sparkContext.parallelize(gz, slices).map(lambda x: (x[0], _gzip_ok(x[1]))).collect()
+    content = spark.read.format("binaryFile").load(gz)
+    checked = (
+        content.select(relative_to(F.col("path"), root).alias("rel"), "content")
+        .rdd.map(lambda r: (r.rel, _gzip_ok(r.content)))
+        .collect()  # one flag per compressed file
+    )
     return {rel for rel, ok in checked if not ok}
 
 
@@ -115,10 +121,9 @@ class _Block:
 
 def _scan(spark: SparkSession, root: str, files: list[RawFile]) -> DataFrame:
     df = spark.read.text([f.uri for f in files])
-    path = F.url_decode(F.col("_metadata.file_path"))
     return df.select(
         F.col("value").alias("_raw"),
-        F.substring_index(path, root.rstrip("/") + "/", -1).alias("_source_file"),
+        relative_to(F.col("_metadata.file_path"), root).alias("_source_file"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_id"),
     )
@@ -226,12 +231,12 @@ def ingest_feed(
     lake.create(spec)
     bronze = lake.read(spec)
     done = {r[0] for r in bronze.select("_source_file").distinct().collect()}
-    files = [f for f in list_raw_files(feed_root, extensions) if f.rel not in done]
+    files = [f for f in list_raw_files(lake.storage, feed_root, extensions) if f.rel not in done]
     if not files:
         log.info("%s: no new files", feed)
         return IngestResult(feed, None, 0, 0, skipped=True)
     batch_id = (lake.txn_version(spec, f"clm.ingest.{feed}") or 0) + 1
-    corrupt = find_corrupt(spark, files)
+    corrupt = find_corrupt(spark, feed_root, files)
     if corrupt:
         log.warning(
             "%s: %d corrupt compressed file(s) quarantined whole: %s", feed, len(corrupt), sorted(corrupt)[:3]

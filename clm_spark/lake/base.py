@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from clm_spark.errors import LakeError
+from clm_spark.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -114,39 +114,13 @@ class Lake(ABC):
         self.spark = spark
         self.root = root.rstrip("/")
         self.hooks = hooks or WriteHooks()
+        self.storage = Storage(spark)  # every other file the driver touches goes through Spark
 
     def path(self, spec: TableSpec | str) -> str:
         name = spec.name if isinstance(spec, TableSpec) else spec
         if name.startswith("/") or ".." in name.split("/"):
             raise LakeError(f"table name {name!r} would escape lake.root")
         return posixpath.join(self.root, name)
-
-    # -- reads shared by both engines: the Delta log is read with deltalake either way.
-    def _table(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
-        path = self.path(spec)
-        if not DeltaTable.is_deltatable(path):
-            return None
-        return DeltaTable(path, version=version) if version is not None else DeltaTable(path)
-
-    def exists(self, spec: TableSpec) -> bool:
-        return DeltaTable.is_deltatable(self.path(spec))
-
-    def version(self, spec: TableSpec) -> int | None:
-        table = self._table(spec)
-        return None if table is None else table.version()
-
-    def table_id(self, spec: TableSpec) -> str | None:
-        """The id Delta gives a table when it is created (a table made again gets a new one)."""
-        table = self._table(spec)
-        return None if table is None else table.metadata().id
-
-    def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
-        table = self._table(spec)
-        return None if table is None else table.transaction_version(app_id)
-
-    def history(self, spec: TableSpec) -> list[dict]:
-        table = self._table(spec)
-        return [] if table is None else table.history()
 
     def commit_metadata(self, spec: TableSpec, version: int) -> dict:
         """The custom metadata (run id...) stored with one commit."""
@@ -172,7 +146,32 @@ class Lake(ABC):
         done = self.txn_version(spec, txn.app_id)
         return done is not None and done >= txn.version
 
-    # -- engine-specific
+    # -- engine-specific: the Delta log
+    @abstractmethod
+    def exists(self, spec: TableSpec) -> bool:
+        """True when the table's Delta log exists."""
+
+    @abstractmethod
+    def version(self, spec: TableSpec) -> int | None:
+        """The table's current version, None when it does not exist."""
+
+    @abstractmethod
+    def table_id(self, spec: TableSpec) -> str | None:
+        """The id Delta gives a table when it is created (a table made again gets a new one)."""
+
+    @abstractmethod
+    def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
+        """The latest version recorded for the idempotency key `app_id`, None when never written."""
+
+    @abstractmethod
+    def history(self, spec: TableSpec) -> list[dict]:
+        """The table's commits, newest first: version, timestamp, operation, userMetadata..."""
+
+    @abstractmethod
+    def vacuum(self, spec: TableSpec, retain_hours: float) -> int:
+        """Delete files no version of the last `retain_hours` needs; returns how many were deleted."""
+
+    # -- engine-specific: data
     @abstractmethod
     def create(self, spec: TableSpec) -> None:
         """Create the table (schema, partitioning, comments) if it does not exist yet."""

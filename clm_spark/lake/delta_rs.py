@@ -43,7 +43,63 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 
 
 class DeltaRsLake(Lake):
+    """The Delta log is read and committed with `deltalake`; its storage options come from the path."""
+
     engine = "delta-rs"
+
+    def __init__(self, spark, root: str, hooks=None, storage_options: dict[str, str] | None = None):
+        super().__init__(spark, root, hooks)
+        self.options = dict(storage_options or {}) or None
+
+    def _open(self, path: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(path, version=version, storage_options=self.options)
+
+    def _table(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
+        path = self.path(spec)
+        if not DeltaTable.is_deltatable(path, storage_options=self.options):
+            return None
+        return self._open(path, version)
+
+    def exists(self, spec: TableSpec) -> bool:
+        return DeltaTable.is_deltatable(self.path(spec), storage_options=self.options)
+
+    def version(self, spec: TableSpec) -> int | None:
+        table = self._table(spec)
+        return None if table is None else table.version()
+
+    def table_id(self, spec: TableSpec) -> str | None:
+        table = self._table(spec)
+        return None if table is None else table.metadata().id
+
+    def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
+        table = self._table(spec)
+        return None if table is None else table.transaction_version(app_id)
+
+    def history(self, spec: TableSpec) -> list[dict]:
+        table = self._table(spec)
+        return [] if table is None else table.history()
+
+    def vacuum(self, spec: TableSpec, retain_hours: float) -> int:
+        table = self._table(spec)
+        if table is None:
+            return 0
+        files = table.vacuum(
+            retention_hours=int(retain_hours), dry_run=False, enforce_retention_duration=False, full=True
+        )
+        table.cleanup_metadata()
+        return len(files) + self._clear_staging(spec, retain_hours)
+
+    def _clear_staging(self, spec: TableSpec, retain_hours: float) -> int:
+        """Delete `_staging/<write id>` folders older than the retention (a killed run's leftovers)."""
+        staging = posixpath.join(self.path(spec), "_staging")
+        cutoff_ms = (time.time() - retain_hours * 3600) * 1000
+        count = 0
+        for entry in self.storage.list_dir(staging):
+            if entry.is_dir and entry.mtime_ms <= cutoff_ms:
+                folder = posixpath.join(staging, entry.rel)
+                count += len(self.storage.list_files(folder))
+                self.storage.delete(folder, recursive=True)
+        return count
 
     def create(self, spec: TableSpec) -> None:
         if self.exists(spec):
@@ -56,6 +112,7 @@ class DeltaRsLake(Lake):
             description=spec.comment,
             configuration=TABLE_PROPERTIES,
             mode="ignore",
+            storage_options=self.options,
         )
 
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
@@ -89,7 +146,7 @@ class DeltaRsLake(Lake):
         assert_schema(spec, df.schema)
         self.create(spec)
         table_path = self.path(spec)
-        table = DeltaTable(table_path)
+        table = self._open(table_path)
         assert_schema(spec, _spark_schema(table), what="table")
         if self._skip(spec, txn):
             log.info("%s: write %s already committed, skipped", spec.name, txn)
@@ -130,7 +187,7 @@ class DeltaRsLake(Lake):
             _delete_dir_quietly(fs, staging)
         if self.hooks.after_commit:
             self.hooks.after_commit(spec.name)
-        committed = DeltaTable(table_path)
+        committed = self._open(table_path)
         version = committed.version()
         interval = int(committed.metadata().configuration.get("delta.checkpointInterval", "10"))
         if version % interval == 0:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame
 
+from clm_spark import compat
 from clm_spark.errors import LakeError
 from clm_spark.lake.base import (
     TABLE_PROPERTIES,
@@ -21,7 +22,54 @@ from clm_spark.lake.base import (
 
 
 class DeltaSparkLake(Lake):
+    """Everything through the session: Delta's JVM API for the log, Hadoop for files."""
+
     engine = "delta-spark"
+
+    def _table(self, spec: TableSpec):
+        from delta.tables import DeltaTable
+
+        path = self.path(spec)
+        return DeltaTable.forPath(self.spark, path) if DeltaTable.isDeltaTable(self.spark, path) else None
+
+    def exists(self, spec: TableSpec) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path(spec))
+
+    def version(self, spec: TableSpec) -> int | None:
+        table = self._table(spec)
+        return None if table is None else table.history(1).select("version").first()[0]
+
+    def table_id(self, spec: TableSpec) -> str | None:
+        table = self._table(spec)
+        return None if table is None else table.detail().select("id").first()[0]
+
+    def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
+        if not self.exists(spec):
+            return None
+        return compat.delta_txn_version(self.spark, self.path(spec), app_id)
+
+    def history(self, spec: TableSpec) -> list[dict]:
+        table = self._table(spec)
+        if table is None:
+            return []
+        rows = table.history().select("version", "timestamp", "operation", "userMetadata").collect()
+        return [r.asDict() for r in rows]  # one row per commit, newest first
+
+    def vacuum(self, spec: TableSpec, retain_hours: float) -> int:
+        table = self._table(spec)
+        if table is None:
+            return 0
+        before = len(self.storage.list_files(self.path(spec)))
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = self.spark.conf.get(check, "true")
+        self.spark.conf.set(check, "false")  # the caller has checked the retention (clm vacuum --force)
+        try:
+            table.vacuum(retain_hours)
+        finally:
+            self.spark.conf.set(check, previous)
+        return max(0, before - len(self.storage.list_files(self.path(spec))))
 
     def create(self, spec: TableSpec) -> None:
         from delta.tables import DeltaTable

@@ -23,11 +23,18 @@ def delta_spark_available(spark: SparkSession) -> bool:
         return False
 
 
-def open_lake(spark: SparkSession, root: str, engine: str = "auto", hooks: WriteHooks | None = None) -> Lake:
-    """Build the lake for `root` with the configured engine; log which one was picked."""
-    from clm_spark.lake.delta_rs import DeltaRsLake
-    from clm_spark.lake.delta_spark import DeltaSparkLake
+def open_lake(
+    spark: SparkSession,
+    root: str,
+    engine: str = "auto",
+    hooks: WriteHooks | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> Lake:
+    """Build the lake for `root` with the configured engine; log which one was picked.
 
+    `storage_options` (config `lake.storage_options`) are delta-rs's object-store settings
+    (credentials, endpoint); delta-spark uses the session's Hadoop configuration instead.
+    """
     if engine == "auto":
         engine = "delta-spark" if delta_spark_available(spark) else "delta-rs"
         log.info("lake.engine auto: using %s", engine)
@@ -37,7 +44,11 @@ def open_lake(spark: SparkSession, root: str, engine: str = "auto", hooks: Write
                 "config key 'lake.engine': delta-spark needs the Delta connector on the classpath "
                 "(spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.1, or CLM_DELTA_JARS)"
             )
+        from clm_spark.lake.delta_spark import DeltaSparkLake
+
         return DeltaSparkLake(spark, root, hooks)
     if engine == "delta-rs":
-        return DeltaRsLake(spark, root, hooks)
+        from clm_spark.lake.delta_rs import DeltaRsLake  # imports deltalake and pyarrow: only here
+
+        return DeltaRsLake(spark, root, hooks, storage_options)
     raise ConfigError(f"config key 'lake.engine': unknown engine {engine!r}")

@@ -1,0 +1,67 @@
+"""The one place that reaches into classic Spark's JVM handles (`_jvm`, `_jsc`, `_jdf`).
+
+PySpark has no public API for the Hadoop FileSystem of the session, for Delta's app-transaction
+versions, or for freeing a local checkpoint. Each helper here says what it needs; under Spark
+Connect (no JVM in the driver process) they raise `ClassicSparkRequired` naming the feature, or
+do nothing where skipping is harmless.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+from clm_spark.errors import ClmError
+
+
+class ClassicSparkRequired(ClmError):
+    """The feature needs a classic (non-Connect) Spark driver."""
+
+
+def is_classic(spark: SparkSession) -> bool:
+    """False under Spark Connect, where the driver process has no JVM."""
+    return getattr(spark, "_jsparkSession", None) is not None
+
+
+def _jvm_and_session(spark: SparkSession, feature: str):
+    if not is_classic(spark):
+        raise ClassicSparkRequired(f"{feature} needs classic Spark (spark-submit), not Spark Connect")
+    return spark.sparkContext._jvm, spark._jsparkSession
+
+
+def hadoop_file_system(spark: SparkSession, uri: str):
+    """(Hadoop FileSystem, qualified Path) for `uri` with the session's Hadoop configuration.
+
+    This is how the driver reaches any storage the cluster's Spark can: hdfs://, s3a://, abfss://,
+    gs://, file:// with the cluster's credentials.
+    """
+    jvm, _ = _jvm_and_session(spark, "storage access")
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(conf)
+    return fs, fs.makeQualified(path)
+
+
+def read_all_bytes(spark: SparkSession, stream) -> bytes:
+    """Every byte of a Java InputStream (closed afterwards)."""
+    jvm, _ = _jvm_and_session(spark, "storage access")
+    try:
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
+def delta_txn_version(spark: SparkSession, table_path: str, app_id: str) -> int | None:
+    """The latest version Delta recorded for the app transaction `app_id` (idempotent writes), or None."""
+    jvm, session = _jvm_and_session(spark, "Delta idempotency keys")
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(session, table_path)
+    found = log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+    return None if found.isEmpty() else int(found.get())
+
+
+def free_local_checkpoint(df: DataFrame) -> bool:
+    """Unpersist the blocks of a locally checkpointed frame now; False where that is not possible."""
+    try:
+        df._jdf.queryExecution().logical().rdd().unpersist(False)
+        return True
+    except Exception:  # not classic Spark: Spark's cleaner frees it once the frame is dropped
+        return False

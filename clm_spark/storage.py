@@ -1,0 +1,85 @@
+"""Driver-side file access through the Spark session's Hadoop FileSystem.
+
+Listing raw files, writing reports and clearing leftovers go through Hadoop, so every URI and
+credential the cluster's Spark can use (hdfs://, s3a://, abfss://, gs://, file://, or a local
+path) works the same here. Nothing in this module runs inside a task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from clm_spark import compat
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    rel: str  # path below the listed root, '/'-separated
+    size: int
+    mtime_ms: int
+    is_dir: bool = False
+
+
+class Storage:
+    """Files under any Hadoop URI, reached through one Spark session."""
+
+    def __init__(self, spark: SparkSession):
+        self.spark = spark
+
+    def _fs(self, uri: str):
+        return compat.hadoop_file_system(self.spark, uri)
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self._fs(uri)
+        return bool(fs.exists(path))
+
+    def list_files(self, root: str) -> list[FileInfo]:
+        """Every file below `root`, recursively, sorted by path; [] when `root` does not exist."""
+        fs, base = self._fs(root)
+        if not fs.exists(base):
+            return []
+        prefix = base.toString().rstrip("/") + "/"
+        found, it = [], fs.listFiles(base, True)
+        while it.hasNext():
+            status = it.next()
+            full = status.getPath().toString()
+            found.append(FileInfo(full.removeprefix(prefix), status.getLen(), status.getModificationTime()))
+        return sorted(found, key=lambda f: f.rel)
+
+    def list_dir(self, uri: str) -> list[FileInfo]:
+        """The direct children of a folder (files and folders); [] when it does not exist."""
+        fs, base = self._fs(uri)
+        if not fs.exists(base):
+            return []
+        prefix = base.toString().rstrip("/") + "/"
+        return [
+            FileInfo(
+                s.getPath().toString().removeprefix(prefix),
+                s.getLen(),
+                s.getModificationTime(),
+                s.isDirectory(),
+            )
+            for s in fs.listStatus(base)
+        ]
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Create or replace the file at `uri` (parent folders are created)."""
+        fs, path = self._fs(uri)
+        out = fs.create(path, True)
+        try:
+            out.write(bytearray(data))
+        finally:
+            out.close()
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode("utf-8"))
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self._fs(uri)
+        return compat.read_all_bytes(self.spark, fs.open(path))
+
+    def delete(self, uri: str, recursive: bool = False) -> bool:
+        fs, path = self._fs(uri)
+        return bool(fs.delete(path, recursive))
