@@ -110,7 +110,12 @@ def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) 
         raise ClmError(f"run {run.run_id} failed: {run.error}") from exc
     finally:
         failpoints.hit("before_run_record")
-        run.write(ctx.lake)
+        try:
+            run.write(ctx.lake)
+        except Exception:
+            if run.status == "succeeded":
+                raise
+            log.exception("run %s: its failure could not be recorded in meta/pipeline_runs", run.run_id)
 
 
 def _date_range(start: date, end: date) -> list[date]:

@@ -31,6 +31,10 @@ class Storage:
     def _fs(self, uri: str):
         return compat.hadoop_file_system(self.spark, uri)
 
+    def qualify(self, uri: str) -> str:
+        """`uri` as Hadoop spells it in full (a local path becomes file:/path)."""
+        return self._fs(uri)[1].toString()
+
     def exists(self, uri: str) -> bool:
         fs, path = self._fs(uri)
         return bool(fs.exists(path))

@@ -14,11 +14,24 @@ from clm_spark.lake import open_lake
 PUBLISHED_DATES = (date(2024, 1, 18), date(2024, 1, 19), date(2024, 1, 20))
 
 
-def write_config(tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Path:
-    """conf/clm.yaml with the lake under `tmp/name` and the raw feeds under `raw`; returns its path."""
+def write_config(
+    tmp: Path,
+    raw: Path,
+    name: str = "lake",
+    validate: bool = False,
+    engine: str = "delta-rs",
+    uris: bool = False,
+    spark_conf: dict | None = None,
+) -> Path:
+    """conf/clm.yaml with the lake under `tmp/name` and the raw feeds under `raw`; returns its path.
+
+    `uris` spells lake.root and raw.* as file:/// URIs instead of plain paths.
+    """
     conf = yaml.safe_load(Path("conf/clm.yaml").read_text())
-    conf["lake"] = {"root": str(tmp / name), "engine": "delta-rs"}
-    conf["raw"] = {"clickstream": str(raw / "clickstream"), "orders": str(raw / "orders")}
+    spell = (lambda p: Path(p).resolve().as_uri()) if uris else str
+    conf["lake"] = {"root": spell(tmp / name), "engine": engine}
+    conf["raw"] = {"clickstream": spell(raw / "clickstream"), "orders": spell(raw / "orders")}
+    conf["spark"] = dict(spark_conf or {})
     conf["segments"] = str(Path("conf/segments.yaml").resolve())
     conf["validation"] = {"expectations": str(Path("conf/expectations.yaml").resolve()), "enabled": validate}
     path = tmp / f"{name}.yaml"
@@ -26,9 +39,9 @@ def write_config(tmp: Path, raw: Path, name: str = "lake", validate: bool = Fals
     return path
 
 
-def lake_context(spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False) -> Context:
-    """A run context over `raw` with a fresh delta-rs lake, from conf/clm.yaml with paths replaced."""
-    cfg, model = prepare(str(write_config(tmp, raw, name, validate)))
-    return Context(
-        cfg, model, spark, open_lake(spark, cfg.lake.root, "delta-rs"), load_quality_rules(cfg, model)
-    )
+def lake_context(
+    spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False, engine: str = "delta-rs"
+) -> Context:
+    """A run context over `raw` with a fresh lake of `engine`, from conf/clm.yaml with paths replaced."""
+    cfg, model = prepare(str(write_config(tmp, raw, name, validate, engine)))
+    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, engine), load_quality_rules(cfg, model))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from conftest import DELTA_JARS
 from helpers import PUBLISHED_DATES, write_config
 from pyspark.find_spark_home import _find_spark_home
 
@@ -25,6 +26,8 @@ from clm_spark.lake import open_lake
 from clm_spark.tables import CUSTOMER_SNAPSHOT, PIPELINE_RUNS, SEGMENT_SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
+BLOCKER = Path(__file__).parent / "blocked_imports"
+DRIVER_ONLY = "deltalake,pyarrow.fs,great_expectations,matplotlib"  # executors need none of them
 SPARK_HOME = Path(_find_spark_home())
 
 
@@ -102,18 +105,34 @@ def standalone_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, published, spark, tmp_path):
+    """The daily job on two workers whose Python lacks every driver-only package.
+
+    With the shared Delta jars it runs the delta-spark engine, as a cluster would; without them
+    delta-rs (the driver commits).
+    """
     url, work_dirs = standalone_cluster
     zip_path = shutil.make_archive(str(tmp_path / "clm_spark"), "zip", REPO, "clm_spark")  # = make package
-    config = write_config(tmp_path, published.raw, "cluster-lake", validate=True)
+    engine = "delta-spark" if DELTA_JARS else "delta-rs"
+    config = write_config(tmp_path, published.raw, "cluster-lake", validate=True, engine=engine)
     day = PUBLISHED_DATES[-1]
+    markers = tmp_path / "markers"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("SPARK_HOME", None)
+    env.pop("CLM_DELTA_JARS", None)  # spark-submit's own --jars below, as on a cluster
+    delta = []
+    if DELTA_JARS:
+        delta = ["--jars", ",".join(str(j) for j in DELTA_JARS)]
+        delta += ["--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension"]
+        delta += ["--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog"]
     result = subprocess.run(
         [
             str(SPARK_HOME / "bin" / "spark-submit"),
-            *("--master", url, "--py-files", zip_path),
+            *("--master", url, "--py-files", zip_path, *delta),
             *("--driver-memory", "1g", "--executor-memory", "1g", "--total-executor-cores", "2"),
             *("--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false"),
+            *("--conf", f"spark.executorEnv.PYTHONPATH={BLOCKER}"),
+            *("--conf", f"spark.executorEnv.CLM_BLOCK_IMPORTS={DRIVER_ONLY}"),
+            *("--conf", f"spark.executorEnv.CLM_BLOCK_MARKERS={markers}"),
             str(REPO / "jobs" / "daily.py"),
             *("--config", str(config), "--date", str(day)),
         ],
@@ -129,15 +148,17 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
     assert "[snapshot " in output and "rows," in output  # progress lines
     assert "No Partition Defined for Window" not in output  # nothing funnels into one task
 
-    # executors really ran on both workers
+    # executors really ran on both workers, every Python worker without the driver-only packages
     for work in work_dirs:
         assert list(work.glob("app-*/*/stderr")), f"no executor ran under {work}"
+    blocked = [p.read_text() for p in markers.glob("*.blocked")]
+    assert blocked and set(blocked) == {DRIVER_ONLY}, "no Python worker ran without the driver-only packages"
 
-    lake = open_lake(spark, str(tmp_path / "cluster-lake"), "delta-rs")
+    lake = open_lake(spark, str(tmp_path / "cluster-lake"), engine)
     mine = lake.read(CUSTOMER_SNAPSHOT)
     reference = published.lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{day}'")
     assert mine.count() > 0
     assert_df_equality(mine, reference, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
     assert lake.read(SEGMENT_SUMMARY).count() == len(published.model.rules)
     [run] = lake.read(PIPELINE_RUNS).collect()
-    assert run.status == "succeeded" and run.engine == "delta-rs" and "passed" in run.validation
+    assert run.status == "succeeded" and run.engine == engine and "passed" in run.validation

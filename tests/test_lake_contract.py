@@ -161,3 +161,32 @@ def test_every_tenth_commit_writes_a_checkpoint_and_retention_is_declared(spark,
     assert config["delta.checkpointInterval"] == "10"
     assert config["delta.deletedFileRetentionDuration"] == "interval 7 days"
     assert lake.read(SPEC).count() == 10  # readers start from the checkpoint
+
+
+@pytest.mark.parametrize("first", ["delta-rs", "delta-spark"])
+def test_a_table_written_by_one_engine_is_read_appended_and_overwritten_by_the_other(spark, tmp_path, first):
+    from conftest import NO_DELTA_REASON
+
+    from clm_spark.lake import delta_spark_available
+
+    if not delta_spark_available(spark):
+        pytest.skip(NO_DELTA_REASON)
+    other = "delta-rs" if first == "delta-spark" else "delta-spark"
+    a = open_lake(spark, str(tmp_path / "lake"), first)
+    b = open_lake(spark, str(tmp_path / "lake"), other)
+    a.append(SPEC, _df(spark, ROWS[:2]), run_id="r1", txn=Txn("clm.test", 1))
+    assert b.version(SPEC) == a.version(SPEC) == 1 and b.table_id(SPEC) == a.table_id(SPEC)
+    assert b.txn_version(SPEC, "clm.test") == 1 and b.txn_version(SPEC, "other") is None
+    assert b.append(SPEC, _df(spark, ROWS[:2]), run_id="r1", txn=Txn("clm.test", 1)).skipped
+    b.append(SPEC, _df(spark, ROWS[2:]), run_id="r2", txn=Txn("clm.test", 2))
+    new = [(D1, "z", Decimal("1.00"), 9, None)]
+    b.overwrite(SPEC, _df(spark, new), replace={"day": [D1]}, run_id="r3")
+    assert a.txn_version(SPEC, "clm.test") == 2 and a.version(SPEC) == 3
+    assert a.commit_metadata(SPEC, 3).get("clm.run_id") == "r3"
+    expected = _df(spark, new + [ROWS[2]])
+    for lake in (a, b):
+        assert_df_equality(
+            lake.read(SPEC), expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
+        )
+    a.append(SPEC, _df(spark, ROWS[:1]), run_id="r4")
+    assert b.read(SPEC).count() == 3 and b.version(SPEC) == 4

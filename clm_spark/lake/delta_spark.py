@@ -26,6 +26,11 @@ class DeltaSparkLake(Lake):
 
     engine = "delta-spark"
 
+    def __init__(self, spark, root: str, hooks=None):
+        super().__init__(spark, root, hooks)
+        # Delta compares table locations as strings (file:/x vs file:///x): one spelling everywhere
+        self.root = self.storage.qualify(self.root).rstrip("/")
+
     def _table(self, spec: TableSpec):
         from delta.tables import DeltaTable
 
@@ -74,6 +79,8 @@ class DeltaSparkLake(Lake):
     def create(self, spec: TableSpec) -> None:
         from delta.tables import DeltaTable
 
+        if self.exists(spec):
+            return
         builder = DeltaTable.createIfNotExists(self.spark).location(self.path(spec)).comment(spec.comment)
         for f in spec.schema.fields:
             builder = builder.addColumn(

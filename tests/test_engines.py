@@ -1,0 +1,147 @@
+"""Both Delta engines publish the same lake, and delta-spark needs nothing but Spark in the driver.
+
+Skipped only where the Delta JVM connector is absent (no ../shared/delta and no CLM_DELTA_JARS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from conftest import NO_DELTA_REASON
+from helpers import PUBLISHED_DATES, lake_context, write_config
+
+from clm_spark.app import run_dates
+from clm_spark.bench import deliver
+from clm_spark.lake import delta_spark_available, open_lake
+from clm_spark.tables import ALL_TABLES, CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS, SEGMENT_SUMMARY
+
+D1, D2, D3 = PUBLISHED_DATES
+LATE = D2  # the clickstream of D2 arrives a day late
+BLOCKER = Path(__file__).parent / "blocked_imports"
+# values that differ between two runs of the same input: when and by which run they were ingested
+VOLATILE = {"_ingested_at", "run_id", "started_at", "ended_at", "table_versions", "engine"}
+
+
+@pytest.fixture(scope="module")
+def needs_delta_spark(spark):
+    if not delta_spark_available(spark):
+        pytest.skip(NO_DELTA_REASON)
+
+
+def _publish_in_steps(spark, raw: Path, tmp_path: Path, engine: str):
+    """A backfill, daily runs with a late file, then a re-run of a published date."""
+    landing = tmp_path / f"landing-{engine}"
+    ctx = lake_context(spark, tmp_path, landing, f"lake-{engine}", validate=True, engine=engine)
+    deliver(raw, landing, lambda day: day <= D1 and day != LATE)
+    run_dates(ctx, [D1 - timedelta(days=1), D1], "backfill")
+    deliver(raw, landing, lambda day: day <= D2 and day != LATE)
+    run_dates(ctx, [D2], "run")
+    deliver(raw, landing, lambda day: day <= D3)  # D3's files and the late ones
+    run_dates(ctx, [D3], "run")
+    run_dates(ctx, [D2], "run")  # a re-run: D2 again, with the late file now present
+    return ctx.lake
+
+
+def _stable(df):
+    return df.drop(*[c for c in df.columns if c in VOLATILE])
+
+
+@pytest.mark.slow
+def test_both_engines_publish_identical_silver_gold_and_run_records(
+    spark, published, tmp_path, needs_delta_spark
+):
+    rs = _publish_in_steps(spark, published.raw, tmp_path, "delta-rs")
+    ds = _publish_in_steps(spark, published.raw, tmp_path, "delta-spark")
+    assert ds.engine == "delta-spark" and rs.engine == "delta-rs"
+    for spec in ALL_TABLES:
+        if spec is PIPELINE_RUNS:
+            continue
+        a, b = _stable(rs.read(spec)), _stable(ds.read(spec))
+        assert_df_equality(a, b, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    for spec in GOLD_TABLES:
+        assert rs.read(spec).count() > 0, spec.name
+    dates = {r[0] for r in ds.read(SEGMENT_SUMMARY).select("snapshot_date").distinct().collect()}
+    assert dates == {D1 - timedelta(days=1), D1, D2, D3}
+
+    def runs(lake):
+        rows = sorted(lake.read(PIPELINE_RUNS).collect(), key=lambda r: r.started_at)
+        return [(r.job, r.snapshot_dates, r.status, json.loads(r.counts_json), r.validation) for r in rows]
+
+    assert runs(rs) == runs(ds) and len(runs(ds)) == 4
+    assert {r.engine for r in ds.read(PIPELINE_RUNS).collect()} == {"delta-spark"}
+    # every commit of a run carries its run id on both engines
+    run_ids = {r.run_id for r in ds.read(PIPELINE_RUNS).collect()}
+    assert ds.commit_metadata(CUSTOMER_SNAPSHOT, ds.version(CUSTOMER_SNAPSHOT))["clm.run_id"] in run_ids
+
+
+@pytest.mark.slow
+def test_daily_run_on_delta_spark_with_file_uris_and_no_deltalake_or_pyarrow_fs(
+    spark, published, tmp_path, needs_delta_spark
+):
+    """The driver reaches storage through Spark only; tasks import no driver-only package."""
+    day = D3
+    config = write_config(
+        tmp_path,
+        published.raw,
+        "uri-lake",
+        validate=True,
+        engine="delta-spark",
+        uris=True,
+        spark_conf={
+            "spark.sql.shuffle.partitions": "4",
+            "spark.ui.enabled": "false",
+            "spark.executorEnv.CLM_BLOCK_IMPORTS": "deltalake,pyarrow.fs,great_expectations,matplotlib",
+        },
+    )
+    markers = tmp_path / "markers"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BLOCKER), os.environ.get("PYTHONPATH", "")]),
+        "CLM_BLOCK_IMPORTS": "deltalake,pyarrow.fs",
+        "CLM_BLOCK_MARKERS": str(markers),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "clm_spark.cli", "run", "--config", str(config), "--date", str(day)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "succeeded" in result.stdout
+    blocked = [p.read_text() for p in markers.glob("*.blocked")]
+    assert "deltalake,pyarrow.fs" in blocked, "the driver ran without the block"
+    assert "deltalake,pyarrow.fs,great_expectations,matplotlib" in blocked, "no task ran under the block"
+
+    lake = open_lake(spark, (tmp_path / "uri-lake").as_uri(), "delta-spark")
+    mine = lake.read(CUSTOMER_SNAPSHOT)
+    reference = published.lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{day}'")
+    assert mine.count() > 0
+    assert_df_equality(mine, reference, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    [run] = lake.read(PIPELINE_RUNS).collect()
+    assert run.status == "succeeded" and run.engine == "delta-spark" and "passed" in run.validation
+    reports = list((tmp_path / "uri-lake" / "_reports").rglob("validation-*.html"))
+    assert reports and "passed" in reports[0].read_text()
+
+
+def test_published_dates_are_unchanged_by_the_engine_choice_of_readers(spark, published, needs_delta_spark):
+    """A delta-rs lake opened with delta-spark reads the same rows and versions."""
+    ds = open_lake(spark, published.lake.root, "delta-spark")
+    for spec in GOLD_TABLES:
+        assert ds.version(spec) == published.lake.version(spec)
+        assert ds.table_id(spec) == published.lake.table_id(spec)
+        assert_df_equality(
+            ds.read(spec),
+            published.lake.read(spec),
+            ignore_row_order=True,
+            ignore_nullable=True,
+            ignore_metadata=True,
+        )
