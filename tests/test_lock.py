@@ -70,3 +70,26 @@ def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
         holder.wait(timeout=30)
     with lake_lock(str(tmp_path), "run-b", [D1], wait_seconds=0):
         pass
+
+
+def test_lock_none_and_object_store_roots_take_no_file_lock(tmp_path, caplog):
+    """Without a lock two runs of the same date both start: the scheduler must serialise them."""
+    with (
+        lake_lock(str(tmp_path), "run-a", [D1], wait_seconds=0, mode="none"),
+        lake_lock(str(tmp_path), "run-b", [D1], wait_seconds=0, mode="none"),
+    ):
+        pass
+    assert not (tmp_path / "_locks").exists()
+    with caplog.at_level("WARNING"), lake_lock("s3a://bucket/lake", "run-c", [D1], wait_seconds=0):
+        pass
+    assert "the scheduler must run one job at a time" in caplog.text
+
+
+def test_file_lock_on_a_file_uri_root(tmp_path):
+    root = tmp_path.as_uri()
+    with (
+        lake_lock(root, "run-a", [D1], wait_seconds=0, mode="file"),
+        pytest.raises(LakeBusy, match="already publishing 2024-01-01"),
+        lake_lock(str(tmp_path), "run-b", [D1], wait_seconds=0),
+    ):
+        pass
