@@ -10,8 +10,10 @@ import importlib.util
 import sys
 import tomllib
 import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
@@ -63,7 +65,7 @@ def airflow_stub(monkeypatch):
     return _Recorder.created
 
 
-def test_airflow_dag_submits_the_daily_job_with_ds_retries_and_delta(airflow_stub):
+def test_airflow_dag_submits_the_ended_day_with_retries_and_delta(airflow_stub):
     path = REPO / "deploy" / "airflow" / "clm_daily.py"
     spec = importlib.util.spec_from_file_location("clm_daily_dag", path)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -76,12 +78,36 @@ def test_airflow_dag_submits_the_daily_job_with_ds_retries_and_delta(airflow_stu
     assert task["application"].endswith("/jobs/daily.py")
     assert task["py_files"].endswith("/dist/clm_spark.zip")
     args = task["application_args"]
-    assert args[args.index("--date") + 1] == "{{ ds }}"
+    assert args[args.index("--date") + 1] == task["name"].removeprefix("clm-daily-")
     assert {k: task["conf"][k] for k in DELTA_CONF} == DELTA_CONF
     pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().split() if "==" in line)
     assert task["packages"] == f"io.delta:delta-spark_4.2_2.13:{pins['delta-spark']}"
     run_args = _parser().parse_args(["run", *args])  # the job's arguments are valid `clm run` arguments
-    assert run_args.date == "{{ ds }}"
+    template = run_args.date
+
+    # The 01:30 run of 2024-03-02 must publish 2024-03-01 under both schedulers' semantics:
+    # Airflow 2 (cron = data intervals: logical date 03-01 01:30, interval ends 03-02 01:30) and
+    # Airflow 3 (cron = triggers: logical date = interval start = end = 03-02 01:30).
+    run_at = datetime(2024, 3, 2, 1, 30, tzinfo=UTC)
+    airflow2 = {"logical_date": run_at - timedelta(days=1), "data_interval_end": run_at}
+    airflow3 = {"logical_date": run_at, "data_interval_end": run_at}
+    for context in (airflow2, airflow3):
+        assert _render(template, context) == "2024-03-01"
+    assert _render("{{ ds }}", airflow3) == "2024-03-02"  # what `ds` would have published on Airflow 3
+
+
+def _render(template: str, context: dict) -> str:
+    """Render as Airflow does: the `ds` filter and `macros.ds_add`, with `ds` = the logical date."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["ds"] = lambda value: value.strftime("%Y-%m-%d")
+
+    def ds_add(ds: str, days: int) -> str:
+        return (datetime.strptime(ds, "%Y-%m-%d") + timedelta(days=days)).strftime("%Y-%m-%d")
+
+    macros = types.SimpleNamespace(ds_add=ds_add)
+    return env.from_string(template).render(
+        **context, ds=context["logical_date"].strftime("%Y-%m-%d"), macros=macros
+    )
 
 
 def test_databricks_bundle_runs_the_wheel_entry_point():

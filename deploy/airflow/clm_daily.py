@@ -5,6 +5,12 @@ snapshot_date = D partitions of the gold tables atomically, so a retry or a manu
 date publishes the same rows again. Exit code 3 (critical data-quality failure) publishes nothing
 for D; the retry then fails the same way until the data is fixed, which is what you want.
 
+The date published is the UTC day before the run's data interval ends,
+`{{ macros.ds_add(data_interval_end | ds, -1) }}`. That is the day that has ended on Airflow 2
+(cron schedules make intervals: a 01:30 run ends the interval it belongs to) and on Airflow 3
+(cron schedules are triggers: the interval ends at the run itself), where `{{ ds }}` would name
+the running day on Airflow 3.
+
 Nothing is read at import time (no Variable.get, no files): the scheduler parses this file often.
 Paths come from Jinja templates that Airflow renders when the task runs.
 
@@ -22,11 +28,12 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 # Where `make package` output and conf/ were deployed; override with the Airflow Variable clm_home.
 CLM_HOME = "{{ var.value.get('clm_home', '/opt/clm-spark') }}"
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.1"
+DAY = "{{ macros.ds_add(data_interval_end | ds, -1) }}"  # the UTC day that has ended
 
 with DAG(
     dag_id="clm_daily",
     description="clm-spark: ingest, refine, snapshot, transitions and validation for one UTC day",
-    schedule="30 1 * * *",  # 01:30 UTC: the logical date {{ ds }} is the day that just ended
+    schedule="30 1 * * *",  # 01:30 UTC: publishes the day that has just ended (DAY)
     start_date=datetime(2024, 1, 1),
     catchup=False,  # backfill explicitly: airflow dags backfill -s 2024-01-01 -e 2024-01-31 clm_daily
     max_active_runs=1,  # runs share one lake: publish dates one at a time
@@ -42,7 +49,7 @@ with DAG(
     SparkSubmitOperator(
         task_id="clm_run",
         conn_id="spark_default",
-        name="clm-daily-{{ ds }}",
+        name=f"clm-daily-{DAY}",
         application=f"{CLM_HOME}/jobs/daily.py",
         py_files=f"{CLM_HOME}/dist/clm_spark.zip",
         files=f"{CLM_HOME}/conf/clm.yaml,{CLM_HOME}/conf/segments.yaml,{CLM_HOME}/conf/expectations.yaml",
@@ -52,5 +59,5 @@ with DAG(
             "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
             "spark.sql.session.timeZone": "UTC",
         },
-        application_args=["--config", f"{CLM_HOME}/conf/clm.yaml", "--date", "{{ ds }}"],
+        application_args=["--config", f"{CLM_HOME}/conf/clm.yaml", "--date", DAY],
     )
