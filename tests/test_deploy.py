@@ -127,3 +127,8 @@ def test_databricks_bundle_runs_the_wheel_entry_point():
         "the wheel must not replace the runtime's Spark"
     )
     assert "../../conf" in bundle["sync"]["paths"]
+    config = params[params.index("--config") + 1]
+    # workspace.file_path is already an absolute /Workspace/... path: prefixing it doubled it
+    assert config.startswith("${workspace.file_path}/") and "/Workspace$" not in config
+    cluster = job["job_clusters"][0]["new_cluster"]
+    assert cluster["node_type_id"] == "${var.node_type_id}" and "node_type_id" in bundle["variables"]
