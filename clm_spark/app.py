@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from clm_spark import failpoints
+from clm_spark import compat, failpoints
 from clm_spark.config import Config, load_config, parse_date
 from clm_spark.errors import ClmError, ConfigError, ValidationFailed
 from clm_spark.lifecycle.segments import SegmentModel, coverage_grid, load_segments
@@ -47,7 +47,7 @@ def open_context(cfg: Config, model: SegmentModel) -> Context:
 
     rules = load_quality_rules(cfg, model)  # a bad expectations file fails before the session starts
     spark = build_session("clm-spark", cfg.spark)
-    spark.sparkContext.setLogLevel("WARN")
+    compat.set_log_level(spark, "WARN")
     lake = open_lake(
         spark, cfg.lake.root, cfg.lake.engine, failpoints.write_hooks(), cfg.lake.storage_options
     )

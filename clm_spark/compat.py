@@ -8,13 +8,29 @@ do nothing where skipping is harmless.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+import sys
+from typing import TYPE_CHECKING
 
 from clm_spark.errors import ClmError
+
+if TYPE_CHECKING:  # importing this module must not import pyspark (the generator runs without it)
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class ClassicSparkRequired(ClmError):
     """The feature needs a classic (non-Connect) Spark driver."""
+
+
+def jvm_gateway_open() -> bool:
+    """True when this process talks to a Spark JVM through py4j (a forked child must not)."""
+    context = getattr(sys.modules.get("pyspark"), "SparkContext", None)
+    return getattr(context, "_gateway", None) is not None
+
+
+def set_log_level(spark: SparkSession, level: str) -> None:
+    """Spark's own log level (classic Spark; Spark Connect servers keep theirs)."""
+    if is_classic(spark):
+        spark.sparkContext.setLogLevel(level)
 
 
 def is_classic(spark: SparkSession) -> bool:

@@ -72,5 +72,5 @@ def build_session(app_name: str = "clm-spark", extra_conf: dict[str, str] | None
             spark.conf.set(key, value)
         except Exception:  # static confs of an existing session cannot change at runtime
             log.debug("could not set %s on the running session", key)
-    log.info("spark %s, master %s", spark.version, spark.sparkContext.master)
+    log.info("spark %s, master %s", spark.version, spark.conf.get("spark.master", "?"))
     return spark

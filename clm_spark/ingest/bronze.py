@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType
 
 from clm_spark.ingest.whitespace import is_blank
 from clm_spark.lake import Lake, TableSpec, Txn
@@ -97,13 +98,14 @@ def find_corrupt(spark: SparkSession, root: str, files: list[RawFile]) -> set[st
     gz = [f.uri for f in files if f.is_gzip]
     if not gz:
         return set()
-    content = spark.read.format("binaryFile").load(gz)
+    gzip_ok = F.udf(lambda content: _gzip_ok(content), BooleanType())  # no built-in reads gzip to its end
     checked = (
-        content.select(relative_to(F.col("path"), root).alias("rel"), "content")
-        .rdd.map(lambda r: (r.rel, _gzip_ok(r.content)))
+        spark.read.format("binaryFile")
+        .load(gz)
+        .select(relative_to(F.col("path"), root).alias("rel"), gzip_ok("content").alias("ok"))
         .collect()  # one flag per compressed file
     )
-    return {rel for rel, ok in checked if not ok}
+    return {r.rel for r in checked if not r.ok}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+
+from clm_spark import compat
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ def _start_method() -> str:
     inside its Spark session). spawn starts clean, and needs the caller's main module to be
     import-safe (`clm` and pytest are).
     """
-    spark_context = getattr(sys.modules.get("pyspark"), "SparkContext", None)
-    return "spawn" if getattr(spark_context, "_gateway", None) is not None else "fork"
+    return "spawn" if compat.jvm_gateway_open() else "fork"
 
 
 class _DayWriter:
