@@ -9,7 +9,7 @@ SCALE ?= 1
 BACKFILL ?= 0
 BENCH_CONFIG ?= conf/bench.yaml
 
-.PHONY: help setup test lint demo package bench clean java-check
+.PHONY: help setup test test-fast lint demo package bench clean java-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,9 +33,12 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest -q
 
+test-fast: $(STAMP) ## run the tests that need no pipeline run (unit, transform, contract)
+	$(PY) -m pytest -q -m "not pipeline"
+
 lint: $(STAMP) ## ruff check + format check
-	$(VENV)/bin/ruff check clm_spark jobs tests deploy
-	$(VENV)/bin/ruff format --check clm_spark jobs tests deploy
+	$(VENV)/bin/ruff check clm_spark benchmarks jobs tests deploy
+	$(VENV)/bin/ruff format --check clm_spark benchmarks jobs tests deploy
 
 demo: $(STAMP) ## generate sample data, run several days, print the summary
 	$(VENV)/bin/clm demo --config $(CONFIG)
@@ -46,7 +49,7 @@ package: $(STAMP) ## build the wheel and dist/clm_spark.zip for spark-submit --p
 	@ls -1 dist
 
 bench: $(STAMP) ## benchmark at SCALE (default 1), BACKFILL dates (default 0), BENCH_CONFIG
-	$(VENV)/bin/clm bench --scale $(SCALE) --backfill-days $(BACKFILL) --config $(BENCH_CONFIG)
+	$(PY) -m benchmarks --scale $(SCALE) --backfill-days $(BACKFILL) --config $(BENCH_CONFIG)
 
 clean: ## remove generated data and build output (keeps .venv)
 	rm -rf data build dist bench/results/*.tmp

@@ -1,29 +1,55 @@
-"""Command implementations: load config, build the session and lake, call the pipeline."""
+"""The run lifecycle and the commands behind `clm`; nothing here prints (the CLI does).
+
+`start()` reads the config and builds the session and lake; `start_with_deps()` does the work
+with explicit dependencies (tests and tools pass their own) and returns a typed result.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clm_spark import compat, failpoints
-from clm_spark.config import Config, load_config, parse_date
+from clm_spark.config import Config, load_config
 from clm_spark.errors import ClmError, ConfigError, ValidationFailed
-from clm_spark.lifecycle.segments import SegmentModel, coverage_grid, load_segments
+from clm_spark.lifecycle.segments import SegmentModel, load_segments
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from clm_spark.lake import Lake
+    from clm_spark.quality import Rules
 
 log = logging.getLogger(__name__)
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Context:
+    """The explicit dependencies of a run."""
+
     cfg: Config
     model: SegmentModel
-    spark: object
-    lake: object
-    rules: object = None  # quality.Rules, None when validation is disabled
+    spark: SparkSession
+    lake: Lake
+    rules: Rules | None = None  # None when validation is disabled
+    clock: Callable[[], datetime] = utc_now  # the run's start time (ingestion time, clock errors)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    dates: list[date]
+    counts: dict[str, dict[str, int]]  # feed -> delivered, accepted, quarantined, duplicates
+    versions: dict[str, int | None] = field(default_factory=dict)  # table -> Delta version written
+    validation: str = "not run"
 
 
 def prepare(config_path: str) -> tuple[Config, SegmentModel]:
@@ -33,7 +59,7 @@ def prepare(config_path: str) -> tuple[Config, SegmentModel]:
     return cfg, model
 
 
-def load_quality_rules(cfg: Config, model: SegmentModel):
+def load_quality_rules(cfg: Config, model: SegmentModel) -> Rules | None:
     if not cfg.validation.enabled:
         return None
     from clm_spark.quality import load_rules
@@ -42,6 +68,7 @@ def load_quality_rules(cfg: Config, model: SegmentModel):
 
 
 def open_context(cfg: Config, model: SegmentModel) -> Context:
+    """Build the session and the lake for a checked config."""
     from clm_spark.lake import open_lake
     from clm_spark.session import build_session
 
@@ -54,48 +81,51 @@ def open_context(cfg: Config, model: SegmentModel) -> Context:
     return Context(cfg, model, spark, lake, rules)
 
 
-def run_dates(ctx: Context, dates: list[date], job: str, tamper=None) -> dict:
+def start(config_path: str, dates: list[date], job: str) -> RunResult:
+    """Read the config, build the session and the lake, run the dates."""
+    cfg, model = prepare(config_path)
+    return start_with_deps(open_context(cfg, model), dates, job)
+
+
+def start_with_deps(
+    ctx: Context, dates: list[date], job: str, *, run_id: str | None = None, lock: bool = True
+) -> RunResult:
     """Ingest + refine once, then publish the dates (all at once); always records the run.
 
-    The whole run holds the lake lock (see clm_spark.lock): a run for an overlapping date fails
-    at once without writing anything, a run for other dates waits for this one.
+    The whole run holds the lake lock (see clm_spark.lock) unless `lock` is false (a caller that
+    already serialises runs): a run for an overlapping date fails at once without writing
+    anything, a run for other dates waits for this one.
     """
     from clm_spark.lock import lake_lock
     from clm_spark.runs import new_run_id
 
-    run_id = new_run_id(job)
-    with lake_lock(ctx.cfg.lake.root, run_id, dates, ctx.cfg.lake.lock_wait_seconds, ctx.cfg.lake.lock):
-        return _run_locked(ctx, dates, job, run_id, tamper)
+    run_id = run_id or new_run_id(job)
+    if not lock:
+        return _run(ctx, dates, job, run_id)
+    lake_cfg = ctx.cfg.lake
+    with lake_lock(lake_cfg.root, run_id, dates, lake_cfg.lock_wait_seconds, lake_cfg.lock):
+        return _run(ctx, dates, job, run_id)
 
 
-def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) -> dict:
+run_dates = start_with_deps  # the name the tests and tools use
+
+
+def _run(ctx: Context, dates: list[date], job: str, run_id: str) -> RunResult:
     from clm_spark.pipeline import Sources, ingest_and_refine, publish_dates
     from clm_spark.runs import RunRecord
 
-    run = RunRecord(run_id, job, datetime.now(UTC), ctx.lake.engine, snapshot_dates=dates)
+    run = RunRecord(run_id, job, ctx.clock(), ctx.lake.engine, snapshot_dates=dates)
     try:
         counts = ingest_and_refine(ctx.spark, ctx.lake, ctx.cfg, run.run_id, run.started_at, ctx.rules)
         run.counts = {k: v.as_dict() for k, v in counts.items()}
+        sources = Sources.read(ctx.lake)
         published = publish_dates(
-            ctx.spark,
-            ctx.lake,
-            ctx.cfg,
-            ctx.model,
-            dates,
-            run.run_id,
-            Sources.read(ctx.lake),
-            ctx.rules,
-            tamper,
+            ctx.spark, ctx.lake, ctx.cfg, ctx.model, dates, run.run_id, sources, ctx.rules
         )
         run.table_versions.update(published.versions)
         run.validation = published.validation
         run.status = "succeeded"
-        return {
-            "run_id": run.run_id,
-            "counts": run.counts,
-            "versions": run.table_versions,
-            "validation": run.validation,
-        }
+        return RunResult(run.run_id, list(dates), run.counts, dict(run.table_versions), run.validation)
     except ValidationFailed as exc:
         run.status, run.error, run.validation = "failed_validation", str(exc), str(exc)
         raise
@@ -103,10 +133,8 @@ def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) 
         run.status, run.error = "failed", str(exc)
         raise
     except Exception as exc:
-        run.status, run.error = (
-            "failed",
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-        )
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        run.status, run.error = "failed", f"{type(exc).__name__}: {first_line}"
         raise ClmError(f"run {run.run_id} failed: {run.error}") from exc
     finally:
         failpoints.hit("before_run_record")
@@ -118,92 +146,46 @@ def _run_locked(ctx: Context, dates: list[date], job: str, run_id: str, tamper) 
             log.exception("run %s: its failure could not be recorded in meta/pipeline_runs", run.run_id)
 
 
-def _date_range(start: date, end: date) -> list[date]:
+def date_range(start: date, end: date) -> list[date]:
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def generate_command(args: argparse.Namespace) -> int:
-    from clm_spark.ingest.generate import generate
-
-    if args.persons < 1 or args.days < 1 or not 0 <= args.bad_rate < 1:
-        raise ConfigError("--persons and --days must be >= 1 and --bad-rate in [0, 1)")
-    stats = generate(
-        args.out, args.persons, args.days, parse_date(args.start, "--start"), args.seed, args.bad_rate
-    )
-    print(
-        f"wrote {stats.event_lines:,} event lines and {stats.order_lines:,} order lines in {stats.files} files "
-        f"to {args.out} in {stats.seconds:.1f}s ({stats.rate:,.0f} lines/s); bad lines injected: {stats.bad_lines:,}"
-    )
-    return 0
+@dataclass(frozen=True)
+class DemoResult:
+    run: RunResult
+    lake: Lake
+    report: str
+    generated: str | None  # what was generated, None when the raw lake was there already
 
 
-def segments_check_command(config_path: str) -> int:
-    cfg, model = prepare(config_path)
-    print(f"{cfg.segments}: {len(model.rules)} segments, {model.score_bins} score bins - OK")
-    coverage_grid(model)
-    return 0
-
-
-def run_command(config_path: str, day: str) -> int:
-    d = parse_date(day)
-    cfg, model = prepare(config_path)
-    result = run_dates(open_context(cfg, model), [d], "run")
-    _print_counts(result)
-    return 0
-
-
-def backfill_command(config_path: str, start: str, end: str) -> int:
-    dates = _date_range(parse_date(start, "--start"), parse_date(end, "--end"))
-    cfg, model = prepare(config_path)
-    result = run_dates(open_context(cfg, model), dates, "backfill")
-    _print_counts(result)
-    return 0
-
-
-def _print_counts(result: dict) -> None:
-    print(f"run {result['run_id']} succeeded")
-    for line in result["validation"].split("; "):
-        print(f"  validation {line}")
-    for feed, c in result["counts"].items():
-        print(
-            f"  {feed:<11} delivered {c['delivered']:>10,}  accepted {c['accepted']:>10,}  "
-            f"quarantined {c['quarantined']:>8,}  duplicates {c['duplicates']:>8,}"
-        )
-
-
-def demo_command(config_path: str, args: argparse.Namespace) -> int:
-    from clm_spark.ingest.generate import generate
-    from clm_spark.report import print_summary
+def demo(config_path: str, persons: int, days: int, snapshots: int) -> DemoResult:
+    """Generate a raw lake (once), publish its last `snapshots` days, write the HTML report."""
+    from clm_spark.sample.generate import generate
 
     cfg, model = prepare(config_path)
     raw_root = Path(cfg.raw.clickstream).parent
     if Path(cfg.raw.orders).parent != raw_root or "://" in cfg.raw.clickstream:
         raise ConfigError("demo needs raw.clickstream and raw.orders as local sibling folders")
-    start = date(2024, 1, 1)
+    start_day = date(2024, 1, 1)
+    generated = None
     if not (raw_root / "clickstream").exists():
-        stats = generate(raw_root, args.persons, args.days, start, seed=7, bad_rate=0.01)
-        print(
-            f"generated {stats.event_lines:,} events and {stats.order_lines:,} order records under {raw_root}"
-        )
-    last = start + timedelta(days=args.days - 1)
-    dates = _date_range(last - timedelta(days=args.snapshots - 1), last)
+        stats = generate(raw_root, persons, days, start_day, seed=7, bad_rate=0.01)
+        generated = f"{stats.event_lines:,} events and {stats.order_lines:,} order records under {raw_root}"
+    last = start_day + timedelta(days=days - 1)
     ctx = open_context(cfg, model)
-    result = run_dates(ctx, dates, "demo")
-    _print_counts(result)
-    print_summary(ctx.lake, sys.stdout)
-    print(f"\nreport: {write_report(cfg, None, ctx.lake)}")
-    return 0
+    result = start_with_deps(ctx, date_range(last - timedelta(days=snapshots - 1), last), "demo")
+    return DemoResult(result, ctx.lake, write_report(cfg, None, ctx.lake), generated)
 
 
-def write_report(cfg: Config, out: str | None, lake=None) -> str:
+def write_report(cfg: Config, out: str | None, lake: Lake | None = None) -> str:
     """Write the offline HTML report of the lake; the default path is under <lake.root>/_reports/.
 
     With a lake (a Spark session) the gold aggregates are read and the page written through Spark,
     so any lake URI works; without one they are read with `deltalake` and written locally.
     """
-    from clm_spark.reporting import load_report_data, render_html_report
+    from clm_spark.reports.html import load_report_data, render_html_report
 
     data = load_report_data(cfg.lake.root, lake)
     page = render_html_report(data)
@@ -223,40 +205,22 @@ def write_report(cfg: Config, out: str | None, lake=None) -> str:
     return str(local)
 
 
-def report_command(config_path: str, out: str | None) -> int:
+def report(config_path: str, out: str | None) -> str:
     """The report needs no Spark session on a delta-rs lake; delta-spark lakes are read through Spark."""
     cfg = load_config(config_path)
     lake = None
     if cfg.lake.engine == "delta-spark":
         lake = open_context(cfg, load_segments(cfg.segments, cfg.rfm.score_bins)).lake
-    print(f"report: {write_report(cfg, out, lake)}")
-    return 0
+    return write_report(cfg, out, lake)
 
 
-def bench_command(config_path: str, scale: float, days: int = 120, backfill_days: int = 0) -> int:
-    from clm_spark.bench import run_bench
-
-    if scale <= 0:
-        raise ConfigError("--scale must be > 0")
-    if days < 2:
-        raise ConfigError("--days must be at least 2 (history plus one daily run)")
-    if not 0 <= backfill_days <= days:
-        raise ConfigError(f"--backfill-days must be between 0 and --days ({days})")
-    cfg, model = prepare(config_path)
-    print(f"clm bench at scale {scale:g} ({days} days)")
-    run_bench(open_context(cfg, model), scale, days=days, backfill_days=backfill_days)
-    return 0
-
-
-def vacuum_command(config_path: str, retain_hours: float, force: bool) -> int:
+def vacuum(config_path: str, retain_hours: float, force: bool) -> dict[str, int]:
+    """Vacuum every table with its engine, under the lake lock (never mid-write)."""
     from clm_spark.lock import lake_lock
     from clm_spark.maintenance import check_retention, vacuum_lake
 
     check_retention(retain_hours, force)
     cfg, model = prepare(config_path)
     lake = open_context(cfg, model).lake
-    with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds, cfg.lake.lock):  # never mid-write
-        removed = vacuum_lake(lake, retain_hours, force)
-    for table, n in removed.items():
-        print(f"  {table:<32} {n:>6} file(s) removed")
-    return 0
+    with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds, cfg.lake.lock):
+        return vacuum_lake(lake, retain_hours, force)

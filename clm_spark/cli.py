@@ -52,16 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=45, help="days of generated activity (default 45)")
     demo.add_argument("--snapshots", type=int, default=3, help="snapshot dates to publish (default 3)")
 
-    bench = sub.add_parser("bench", parents=[common], help="per-stage timings at a scale (1 = 100k persons)")
-    bench.add_argument("--scale", type=float, default=1.0, help="data scale; 1 = 100,000 persons (default 1)")
-    bench.add_argument("--days", type=int, default=120, help="days of generated activity (default 120)")
-    bench.add_argument(
-        "--backfill-days",
-        type=int,
-        default=0,
-        help="also time a backfill of this many dates (default 0: none)",
-    )
-
     report = sub.add_parser(
         "report", parents=[common], help="write the offline HTML report (charts + latest summary)"
     )
@@ -107,24 +97,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, config_path: str) -> int:
     from clm_spark import app
+    from clm_spark.config import parse_date
 
     if args.command == "generate":
-        return app.generate_command(args)
-    if args.command == "segments":
-        return app.segments_check_command(config_path)
-    if args.command == "run":
-        return app.run_command(config_path, args.date)
-    if args.command == "backfill":
-        return app.backfill_command(config_path, args.start, args.end)
-    if args.command == "bench":
-        return app.bench_command(config_path, args.scale, args.days, args.backfill_days)
-    if args.command == "vacuum":
-        return app.vacuum_command(config_path, args.retain_hours, args.force)
-    if args.command == "report":
-        return app.report_command(config_path, args.out)
-    if args.command == "demo":
-        return app.demo_command(config_path, args)
-    raise ClmError(f"unknown command {args.command}")  # pragma: no cover - argparse guards this
+        _generate(args)
+    elif args.command == "segments":
+        _segments_check(config_path)
+    elif args.command == "run":
+        _print_run(app.start(config_path, [parse_date(args.date)], "run"))
+    elif args.command == "backfill":
+        dates = app.date_range(parse_date(args.start, "--start"), parse_date(args.end, "--end"))
+        _print_run(app.start(config_path, dates, "backfill"))
+    elif args.command == "vacuum":
+        for table, n in app.vacuum(config_path, args.retain_hours, args.force).items():
+            print(f"  {table:<32} {n:>6} file(s) removed")
+    elif args.command == "report":
+        print(f"report: {app.report(config_path, args.out)}")
+    elif args.command == "demo":
+        _demo(config_path, args)
+    else:  # pragma: no cover - argparse guards this
+        raise ClmError(f"unknown command {args.command}")
+    return 0
+
+
+def _print_run(result) -> None:
+    print(f"run {result.run_id} succeeded")
+    for line in result.validation.split("; "):
+        print(f"  validation {line}")
+    for feed, c in result.counts.items():
+        print(
+            f"  {feed:<11} delivered {c['delivered']:>10,}  accepted {c['accepted']:>10,}  "
+            f"quarantined {c['quarantined']:>8,}  duplicates {c['duplicates']:>8,}"
+        )
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from clm_spark.config import parse_date
+    from clm_spark.errors import ConfigError
+    from clm_spark.sample.generate import generate
+
+    if args.persons < 1 or args.days < 1 or not 0 <= args.bad_rate < 1:
+        raise ConfigError("--persons and --days must be >= 1 and --bad-rate in [0, 1)")
+    start = parse_date(args.start, "--start")
+    stats = generate(args.out, args.persons, args.days, start, args.seed, args.bad_rate)
+    print(
+        f"wrote {stats.event_lines:,} event lines and {stats.order_lines:,} order lines in {stats.files} files "
+        f"to {args.out} in {stats.seconds:.1f}s ({stats.rate:,.0f} lines/s); bad lines injected: {stats.bad_lines:,}"
+    )
+
+
+def _segments_check(config_path: str) -> None:
+    from clm_spark.app import prepare
+    from clm_spark.lifecycle.segments import coverage_grid
+
+    cfg, model = prepare(config_path)
+    print(f"{cfg.segments}: {len(model.rules)} segments, {model.score_bins} score bins - OK")
+    coverage_grid(model)
+
+
+def _demo(config_path: str, args: argparse.Namespace) -> None:
+    from clm_spark import app
+    from clm_spark.reports.summary import print_summary
+
+    result = app.demo(config_path, args.persons, args.days, args.snapshots)
+    if result.generated:
+        print(f"generated {result.generated}")
+    _print_run(result.run)
+    print_summary(result.lake, sys.stdout)
+    print(f"\nreport: {result.report}")
 
 
 if __name__ == "__main__":  # pragma: no cover

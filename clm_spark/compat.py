@@ -66,11 +66,22 @@ def read_all_bytes(spark: SparkSession, stream) -> bytes:
         stream.close()
 
 
+def _delta_snapshot(spark: SparkSession, table_path: str, feature: str):
+    """The table's latest snapshot, read from its log in the driver (no Spark job)."""
+    jvm, session = _jvm_and_session(spark, feature)
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(session, table_path)
+    return log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+
+
+def delta_version_and_id(spark: SparkSession, table_path: str) -> tuple[int, str]:
+    """(current version, table id) of a Delta table; `DeltaTable.history(1)` would run a Spark job."""
+    snapshot = _delta_snapshot(spark, table_path, "Delta table versions")
+    return int(snapshot.version()), str(snapshot.metadata().id())
+
+
 def delta_txn_version(spark: SparkSession, table_path: str, app_id: str) -> int | None:
     """The latest version Delta recorded for the app transaction `app_id` (idempotent writes), or None."""
-    jvm, session = _jvm_and_session(spark, "Delta idempotency keys")
-    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(session, table_path)
-    found = log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+    found = _delta_snapshot(spark, table_path, "Delta idempotency keys").transactions().get(app_id)
     return None if found.isEmpty() else int(found.get())
 
 

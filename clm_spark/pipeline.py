@@ -14,7 +14,7 @@ from clm_spark.config import Config
 from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders, refined_batch
-from clm_spark.lake import Lake
+from clm_spark.lake import Lake, TableSpec
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import (
     CarriedState,
@@ -27,7 +27,8 @@ from clm_spark.lifecycle.snapshot import (
 )
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
 from clm_spark.progress import step
-from clm_spark.quality import Rules, reconciliation, validate_frames, write_report
+from clm_spark.quality import Rules, reconciliation, validate_frames
+from clm_spark.reports.validation import write_validation_report
 from clm_spark.tables import (
     CUSTOMER_SNAPSHOT,
     RFM_CUTPOINTS,
@@ -170,14 +171,91 @@ class Published:
     validation: str
 
 
+@dataclass
+class Computed:
+    """The gold outputs of some dates and what they were computed from (nothing written yet)."""
+
+    dates: list[date]
+    outputs: dict[TableSpec, DataFrame]  # snapshot first, summary last: the order of the writes
+    previous: DataFrame  # the previous snapshot rows of each date
+    prev_of: dict[date, date | None]
+    others: list[date]  # published dates not among `dates`
+    pairs: DataFrame  # per visitor-id pair activity: the next carried state
+    state_used: bool
+
+
 def _label(dates: list[date]) -> str:
     return str(dates[0]) if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
 
 
-def _gate(lake: Lake, rules: Rules, run_id: str, dates: list[date], frames: dict[str, DataFrame]) -> str:
-    """Validate before anything of the dates is written; a critical failure publishes nothing."""
-    report = validate_frames(frames, rules)
-    path = write_report(lake.storage, lake.root, run_id, f"validation-{_label(dates)}", report)
+def _previous_of(dates: list[date], others: list[date]) -> dict[date, date | None]:
+    """Each date's previous snapshot among all of `dates` and `others` (None on the first)."""
+    every = sorted({*dates, *others})
+    return {d: max((x for x in every if x < d), default=None) for d in dates}
+
+
+class _Kept:
+    """Frames persisted for the length of one publish (validation and writes read them again)."""
+
+    def __init__(self) -> None:
+        self.frames: list[DataFrame] = []
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        self.frames.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    def release(self) -> None:
+        for df in self.frames:
+            df.unpersist()
+
+
+def compute_outputs(
+    spark: SparkSession,
+    lake: Lake,
+    cfg: Config,
+    model: SegmentModel,
+    dates: list[date],
+    sources: Sources,
+    keep=lambda df: df,
+) -> Computed:
+    """Step 1: every gold output of the dates, from silver and the published previous snapshots."""
+    params = snapshot_params(cfg)
+    with step(f"snapshot {_label(dates)}") as s:
+        pairs, current, state = snapshot_frames(sources, dates, params, model, keep)
+        s.rows = current.count()
+    others = [x for x in published_dates(lake) if x not in dates]
+    prev_of = _previous_of(dates, others)
+    stored = sorted({p for p in prev_of.values() if p is not None and p not in dates})
+    ours = sorted({p for p in prev_of.values() if p in dates})
+    previous = keep(_snapshots_of(lake, stored)).unionByName(
+        current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
+    )
+    outputs = {
+        CUSTOMER_SNAPSHOT: current,
+        RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
+        **_movement(spark, current, previous, prev_of, model),
+    }
+    return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None)
+
+
+def gate_outputs(lake: Lake, rules: Rules | None, run_id: str, computed: Computed, sources: Sources) -> str:
+    """Step 2: validate every output before anything of the dates is written (critical = raise)."""
+    if rules is None:
+        return "not run (validation.enabled is false)"
+    outputs, dates = computed.outputs, computed.dates
+    has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
+    frames = {spec.name: df for spec, df in outputs.items()}
+    frames["checks/reconciliation"] = reconciliation(
+        outputs[CUSTOMER_SNAPSHOT],
+        outputs[SEGMENT_SUMMARY],
+        outputs[SEGMENT_TRANSITION_MATRIX],
+        computed.previous,
+        computed.prev_of,
+        has_input,
+    )  # validate_frames checkpoints each frame once before GX reads it
+    with step(f"validate {_label(dates)}"):
+        report = validate_frames(frames, rules)
+        path = write_validation_report(lake.storage, lake.root, run_id, f"validation-{_label(dates)}", report)
     summary = f"{_label(dates)} {report.summary()}"
     if report.critical_failures:
         raise ValidationFailed(f"{summary} (report: {path})")
@@ -187,10 +265,39 @@ def _gate(lake: Lake, rules: Rules, run_id: str, dates: list[date], frames: dict
     return f"{summary} (report: {path})"
 
 
-def _previous_of(dates: list[date], others: list[date]) -> dict[date, date | None]:
-    """Each date's previous snapshot among all of `dates` and `others` (None on the first)."""
-    every = sorted({*dates, *others})
-    return {d: max((x for x in every if x < d), default=None) for d in dates}
+def write_outputs(lake: Lake, computed: Computed, run_id: str) -> dict[str, int | None]:
+    """Step 3: replace the dates' partitions of each table, one commit each, the summary last."""
+    versions = {}
+    with step(f"write {_label(computed.dates)}"):
+        for spec, df in computed.outputs.items():
+            replace = {"snapshot_date": computed.dates}
+            versions[spec.name] = lake.overwrite(spec, df, replace=replace, run_id=run_id).version
+    return versions
+
+
+def recompute_following(
+    spark: SparkSession, lake: Lake, model: SegmentModel, computed: Computed, run_id: str, keep
+) -> dict[str, int | None]:
+    """Step 4: published dates right after one of ours get their movement from our snapshot."""
+    later = {x: p for x, p in _previous_of(computed.others, computed.dates).items() if p in computed.dates}
+    if not later:
+        return {}
+    nxt = keep(_snapshots_of(lake, sorted(later)))
+    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model)
+    movement[SEGMENT_TRANSITIONS] = keep(movement[SEGMENT_TRANSITIONS])  # the summary reads it too
+    return {
+        spec.name: lake.overwrite(spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id).version
+        for spec, df in movement.items()
+    }
+
+
+def _warn_degenerate(cutpoints: DataFrame) -> None:
+    degenerate = sorted(
+        f"{r.snapshot_date} {r.dimension}"
+        for r in cutpoints.filter("is_degenerate").select("snapshot_date", "dimension").distinct().collect()
+    )  # at most 3 rows per date: the cut-points table has <= 3 x B rows per date
+    if degenerate:
+        log.warning("RFM dimension(s) with fewer distinct scores than bins (ties): %s", ", ".join(degenerate))
 
 
 def publish_dates(
@@ -202,97 +309,34 @@ def publish_dates(
     run_id: str,
     sources: Sources,
     rules: Rules | None = None,
-    tamper=None,
 ) -> Published:
-    """Compute, validate and publish every gold table for the dates; recompute later dates' movement.
+    """Compute, gate and write every gold table for the dates; recompute the following date; carry the state.
 
     All dates are computed in one pass over silver, validated together and written in one commit
     per table: each table's partitions of those dates are replaced atomically, and
     gold/segment_summary is written last, so a date counts as present only once everything else of
-    it is in place. A published date right after one of ours gets its movement recomputed.
-    `tamper` (tests only) may alter the computed outputs to prove the quality gate holds.
+    it is in place.
     """
     dates = as_dates(when)
-    params = snapshot_params(cfg)
-    kept: list[DataFrame] = []
-
-    def keep(df: DataFrame) -> DataFrame:
-        kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
-        return df
-
+    keep = _Kept()
     try:
-        with step(f"snapshot {_label(dates)}") as s:
-            pairs, current, state = snapshot_frames(sources, dates, params, model, keep)
-            s.rows = current.count()
-        others = [x for x in published_dates(lake) if x not in dates]
-        prev_of = _previous_of(dates, others)
-        stored = sorted({p for p in prev_of.values() if p is not None and p not in dates})
-        ours = sorted({p for p in prev_of.values() if p in dates})
-        previous = keep(_snapshots_of(lake, stored)).unionByName(
-            current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
-        )
-        outputs = {
-            CUSTOMER_SNAPSHOT: current,
-            RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
-            **_movement(spark, current, previous, prev_of, model),
-        }
-        if tamper is not None:
-            outputs = tamper(outputs)
+        computed = compute_outputs(spark, lake, cfg, model, dates, sources, keep)
         # validation and the writes read every output again: compute each one once
-        outputs = {spec: df if df is current else keep(df) for spec, df in outputs.items()}
-        validation = "not run (validation.enabled is false)"
-        if rules is not None:
-            has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
-            frames = {spec.name: df for spec, df in outputs.items()}
-            frames["checks/reconciliation"] = reconciliation(
-                outputs[CUSTOMER_SNAPSHOT],
-                outputs[SEGMENT_SUMMARY],
-                outputs[SEGMENT_TRANSITION_MATRIX],
-                previous,
-                prev_of,
-                has_input,
-            )  # validate_frames checkpoints each frame once before GX reads it
-            with step(f"validate {_label(dates)}"):
-                validation = _gate(lake, rules, run_id, dates, frames)
-        versions = {}
-        with step(f"write {_label(dates)}"):
-            for spec, df in outputs.items():  # dict order: snapshot first, summary last
-                versions[spec.name] = lake.overwrite(
-                    spec, df, replace={"snapshot_date": dates}, run_id=run_id
-                ).version
-        # published dates that follow one of ours: their movement now starts from our snapshot
-        later = {x: p for x, p in _previous_of(others, dates).items() if p in dates}
-        if later:
-            nxt = keep(_snapshots_of(lake, sorted(later)))
-            movement = _movement(spark, nxt, current, later, model)
-            movement[SEGMENT_TRANSITIONS] = keep(movement[SEGMENT_TRANSITIONS])  # the summary reads it too
-            for spec, df in movement.items():
-                versions[spec.name] = lake.overwrite(
-                    spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id
-                ).version
-        degenerate = sorted(
-            f"{r.snapshot_date} {r.dimension}"
-            for r in outputs[RFM_CUTPOINTS]
-            .filter("is_degenerate")
-            .select("snapshot_date", "dimension")
-            .distinct()
-            .collect()
-        )  # at most 3 rows per date: the cut-points table has <= 3 x B rows per date
-        if degenerate:
-            log.warning(
-                "RFM dimension(s) with fewer distinct scores than bins (ties): %s", ", ".join(degenerate)
-            )
-        carried = carry_state(lake, sources, pairs, dates, run_id)
+        current = computed.outputs[CUSTOMER_SNAPSHOT]
+        computed.outputs = {s: df if df is current else keep(df) for s, df in computed.outputs.items()}
+        validation = gate_outputs(lake, rules, run_id, computed, sources)
+        versions = write_outputs(lake, computed, run_id)
+        versions.update(recompute_following(spark, lake, model, computed, run_id, keep))
+        _warn_degenerate(computed.outputs[RFM_CUTPOINTS])
+        carried = carry_state(lake, sources, computed.pairs, dates, run_id)
         if carried is not None:
             versions[SILVER_ACTIVITY_STATE.name] = carried
         log.info(
-            "published %s (previous %s, later %s; activity state %s)",
+            "published %s (previous %s; activity state %s)",
             _label(dates),
-            prev_of[dates[0]],
-            sorted(later),
-            "used" if state is not None else "not used",
+            computed.prev_of[dates[0]],
+            "used" if computed.state_used else "not used",
         )
         return Published(versions, validation)
     finally:
-        for df in kept:
-            df.unpersist()
+        keep.release()

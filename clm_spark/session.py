@@ -26,9 +26,12 @@ LOCAL_DEFAULTS = {
     "spark.sql.files.minPartitionNum": "8",
     "spark.ui.showConsoleProgress": "false",
     # the snapshot groups 52M events by ~1.6M visitor ids at 10x: the small first-level hash map
-    # overflows at once and every row pays for both maps (10x per-visitor aggregation ~30 s -> ~26 s)
+    # overflows at once and every row pays for both maps (docs/performance.md has the figures)
     "spark.sql.codegen.aggregate.map.twolevel.enabled": "false",
     "spark.driver.memory": "4g",
+    # Delta (delta-spark) rebuilds a table's state from its log in this many tasks (default 50):
+    # on one machine a few are enough, and each small write no longer waits for 50 tiny tasks
+    "spark.databricks.delta.snapshotPartitions": "4",
 }
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -38,6 +38,7 @@ def spark():
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",
             "spark.driver.memory": "6g",  # headroom for the multi-date tests late in a long session
+            "spark.databricks.delta.snapshotPartitions": "2",  # delta-spark: log state in 2 tasks, not 50
         },
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -60,7 +61,7 @@ def published(spark, tmp_path_factory):
     from helpers import PUBLISHED_DATES, lake_context
 
     from clm_spark.app import run_dates
-    from clm_spark.ingest.generate import generate
+    from clm_spark.sample.generate import generate
 
     tmp = tmp_path_factory.mktemp("published")
     generate(
@@ -70,3 +71,26 @@ def published(spark, tmp_path_factory):
     run_dates(ctx, list(PUBLISHED_DATES), "backfill")
     ctx.raw = tmp / "raw"
     return ctx
+
+
+# Modules whose tests run the pipeline (ingest, refine or publish through the lake): `make test`
+# runs them, `make test-fast` (-m "not pipeline") leaves them out.
+PIPELINE_MODULES = {
+    "test_baseline",
+    "test_bench",
+    "test_cluster",
+    "test_end_to_end",
+    "test_engines",
+    "test_ingest",
+    "test_outputs",
+    "test_reliability",
+    "test_scenarios",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        uses_a_lake = "published" in getattr(item, "fixturenames", ())
+        if module in PIPELINE_MODULES or uses_a_lake or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.pipeline)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import PUBLISHED_DATES
 
-from clm_spark.baseline import compare, run_baseline
+from benchmarks.duckdb_peer import compare, run_baseline
 from clm_spark.pipeline import snapshot_params
 from clm_spark.tables import CUSTOMER_SNAPSHOT
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import lake_context
 
-from clm_spark.bench import run_bench
+from benchmarks.run import run_bench
 
 
 @pytest.mark.slow

@@ -130,6 +130,7 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
             *("--master", url, "--py-files", zip_path, *delta),
             *("--driver-memory", "1g", "--executor-memory", "1g", "--total-executor-cores", "2"),
             *("--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false"),
+            *("--conf", "spark.databricks.delta.snapshotPartitions=2"),
             *("--conf", f"spark.executorEnv.PYTHONPATH={BLOCKER}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_IMPORTS={DRIVER_ONLY}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_MARKERS={markers}"),

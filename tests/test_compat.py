@@ -33,6 +33,7 @@ class _ConnectLikeSession:
     [
         (lambda s: compat.hadoop_file_system(s, "s3a://bucket/lake"), "storage access"),
         (lambda s: compat.delta_txn_version(s, "s3a://bucket/lake/t", "app"), "Delta idempotency keys"),
+        (lambda s: compat.delta_version_and_id(s, "s3a://bucket/lake/t"), "Delta table versions"),
     ],
 )
 def test_without_a_jvm_the_error_names_the_feature_that_needs_classic_spark(call, feature):

@@ -56,8 +56,8 @@ def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, publ
     """Files delivered day by day, one day's clickstream late: the runs after the first read the
     activity state the run before carried, plus newer and late events, and publish what one
     backfill over every file publishes."""
+    from benchmarks.run import deliver
     from clm_spark import pipeline
-    from clm_spark.bench import deliver
     from clm_spark.tables import CUSTOMER_SNAPSHOT, RFM_CUTPOINTS, SILVER_ACTIVITY_STATE, SILVER_EVENTS
 
     late = date(2024, 1, 10)

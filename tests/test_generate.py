@@ -7,8 +7,8 @@ import subprocess
 import sys
 from datetime import date
 
-from clm_spark.ingest import generate as generate_module
-from clm_spark.ingest.generate import generate
+from clm_spark.sample import generate as generate_module
+from clm_spark.sample.generate import generate
 
 
 def _digest(root) -> dict[str, str]:
@@ -27,7 +27,7 @@ def test_same_seed_same_bytes_whatever_the_workers_and_all_bad_kinds(tmp_path, m
     )
     # forked workers, in a fresh interpreter: this one may be running the tests' Spark JVM
     forked = "generate('{}', persons=400, days=12, start=date(2024, 1, 1), seed=3, bad_rate=0.05, workers=2)"
-    code = "from datetime import date; from clm_spark.ingest.generate import generate; " + forked
+    code = "from datetime import date; from clm_spark.sample.generate import generate; " + forked
     subprocess.run([sys.executable, "-c", code.format(tmp_path / "f")], check=True, timeout=120)
     assert _digest(tmp_path / "f") == _digest(tmp_path / "a")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")  # days written in worker processes

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -150,10 +149,10 @@ def test_delta_rs_tables_read_back_in_deltalake_and_polars(spark, tmp_path):
     assert by_id["a"]["max.at"] is not None
 
 
-def test_every_tenth_commit_writes_a_checkpoint_and_retention_is_declared(spark, lake):
+def test_every_tenth_commit_writes_a_checkpoint_and_retention_is_declared(spark, lake, tmp_path):
     for i in range(10):
         lake.append(SPEC, _df(spark, ROWS[:1]), run_id=f"r{i}")
-    log = Path(lake.path(SPEC)) / "_delta_log"
+    log = tmp_path / "lake" / SPEC.name / "_delta_log"
     assert lake.version(SPEC) == 10
     assert (log / "00000000000000000010.checkpoint.parquet").exists()
     assert json.loads((log / "_last_checkpoint").read_text())["version"] == 10

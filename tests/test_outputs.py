@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from helpers import PUBLISHED_DATES
 from nbclient import NotebookClient
 
-from clm_spark.reporting import load_report_data, summary_table, write_html_report
+from clm_spark.reports.html import load_report_data, summary_table, write_html_report
 from clm_spark.tables import GOLD_TABLES, SEGMENT_SUMMARY
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "clm_overview.ipynb"

@@ -10,12 +10,13 @@ from helpers import lake_context
 from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
+from clm_spark import pipeline
 from clm_spark.app import run_dates
 from clm_spark.errors import ValidationFailed
-from clm_spark.ingest.generate import generate
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
 from clm_spark.quality import load_rules, reconciliation, validate_frames
+from clm_spark.sample.generate import generate
 from clm_spark.tables import CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS
 
 
@@ -79,17 +80,22 @@ def test_corruptions_are_critical_failures(spark, model, rules):
 
 
 @pytest.mark.slow
-def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path):
+def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path, monkeypatch):
     generate(tmp_path / "raw", persons=150, days=10, start=date(2024, 1, 1), seed=2, bad_rate=0.0)
     ctx = lake_context(spark, tmp_path, tmp_path / "raw", validate=True)
     day = date(2024, 1, 10)
 
-    def duplicate_a_person(outputs):
-        snap = outputs[CUSTOMER_SNAPSHOT]
-        return {**outputs, CUSTOMER_SNAPSHOT: snap.unionByName(snap.limit(1))}
+    real = pipeline.compute_outputs
 
-    with pytest.raises(ValidationFailed) as err:
-        run_dates(ctx, [day], "run", tamper=duplicate_a_person)
+    def duplicate_a_person(*args, **kwargs):  # corrupts the outputs between compute and gate
+        computed = real(*args, **kwargs)
+        snap = computed.outputs[CUSTOMER_SNAPSHOT]
+        computed.outputs[CUSTOMER_SNAPSHOT] = snap.unionByName(snap.limit(1))
+        return computed
+
+    with monkeypatch.context() as patch, pytest.raises(ValidationFailed) as err:
+        patch.setattr(pipeline, "compute_outputs", duplicate_a_person)
+        run_dates(ctx, [day], "run")
     assert err.value.exit_code == 3 and "expect_compound_columns_to_be_unique" in str(err.value)
     assert not any(ctx.lake.exists(t) for t in GOLD_TABLES), "a gold table was written"
     run = ctx.lake.read(PIPELINE_RUNS).collect()[0]
@@ -98,7 +104,7 @@ def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path):
     assert report.is_file() and "FAIL" in report.read_text()
 
     result = run_dates(ctx, [day], "run")
-    assert result["validation"].startswith(f"{day} passed: ")
+    assert result.validation.startswith(f"{day} passed: ")
     assert ctx.lake.read(CUSTOMER_SNAPSHOT).count() > 0
     statuses = sorted(r.status for r in ctx.lake.read(PIPELINE_RUNS).collect())
     assert statuses == ["failed_validation", "succeeded"]

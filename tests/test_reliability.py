@@ -22,9 +22,9 @@ from helpers import lake_context, write_config
 from pyspark.sql import functions as F
 
 from clm_spark.app import Context, load_quality_rules, prepare, run_dates
-from clm_spark.ingest.generate import generate
 from clm_spark.lake import open_lake
 from clm_spark.maintenance import vacuum_lake
+from clm_spark.sample.generate import generate
 from clm_spark.tables import (
     ALL_TABLES,
     BRONZE_CLICKSTREAM,
@@ -209,7 +209,7 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
         f"late-o1,late-c1,{D0}T12:00:00Z,{D0}T12:00:00Z,completed,99.90,EUR\n"
     )
     result = run_dates(ctx, [D0], "run")
-    assert result["counts"]["orders"]["delivered"] == 1 and result["counts"]["orders"]["accepted"] == 1
+    assert result.counts["orders"]["delivered"] == 1 and result.counts["orders"]["accepted"] == 1
     snap = ctx.lake.read(CUSTOMER_SNAPSHOT)
     assert snap.filter(f"snapshot_date = '{D0}' and person_id = 'late-c1'").count() == 1
     assert checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{D0}'") != before[D0]
@@ -222,8 +222,8 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
     validating = Context(cfg, model, spark, ctx.lake, load_quality_rules(cfg, model))
     nxt = D + timedelta(days=1)
     result = run_dates(validating, [nxt], "run")
-    assert all(c["delivered"] == 0 for c in result["counts"].values())
-    assert "passed" in result["validation"]
+    assert all(c["delivered"] == 0 for c in result.counts.values())
+    assert "passed" in result.validation
     snap = ctx.lake.read(CUSTOMER_SNAPSHOT)
     today = snap.filter(f"snapshot_date = '{nxt}' and is_customer").select("person_id", "recency_days")
     yesterday = snap.filter(f"snapshot_date = '{D}' and is_customer").select(

@@ -13,6 +13,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from benchmarks.naive import naive_percentiles
 from clm_spark.lifecycle import percentiles
 from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import load_segments
@@ -552,7 +553,11 @@ def test_several_dates_at_once_equal_each_date_alone(spark, model):
     assert seen[(d("2024-04-02"), "c1")].orders_lifetime == 2 and (d("2024-04-02"), "c6") not in seen
 
 
-@pytest.mark.parametrize("mode, broadcast", [("exact", True), ("exact", False), ("naive", False)])
+@pytest.mark.parametrize(
+    "mode, broadcast",
+    [("exact", True), ("exact", False), (naive_percentiles, False)],
+    ids=["exact-broadcast", "exact-shuffle", "naive"],
+)
 def test_a_null_key_is_not_ranked_and_not_counted(spark, monkeypatch, mode, broadcast):
     """Visitors reach the percentiles with null keys: they get nulls and do not count in n.
 

@@ -184,7 +184,6 @@ class Lake(ABC):
     def append(self, spec: TableSpec, df: DataFrame, *, run_id: str, txn: Txn | None = None) -> WriteResult:
         """Append rows in one commit."""
 
-    @abstractmethod
     def overwrite(
         self,
         spec: TableSpec,
@@ -194,4 +193,17 @@ class Lake(ABC):
         run_id: str,
         txn: Txn | None = None,
     ) -> WriteResult:
-        """Atomically replace the partitions listed in `replace` ({column: values}) with `df`."""
+        """Atomically replace the partitions listed in `replace` ({column: values}) with `df`.
+
+        Only partition columns may be named: a whole-table or row-level replace is refused here,
+        once for both engines, before anything is written.
+        """
+        if not replace or set(replace) - set(spec.partition_by):
+            raise LakeError(f"{spec.name}: overwrite replaces partitions of {spec.partition_by} only")
+        return self._overwrite(spec, df, replace, run_id, txn)
+
+    @abstractmethod
+    def _overwrite(
+        self, spec: TableSpec, df: DataFrame, replace: Mapping[str, Sequence], run_id: str, txn: Txn | None
+    ) -> WriteResult:
+        """The engine's partition overwrite (arguments checked by `overwrite`)."""

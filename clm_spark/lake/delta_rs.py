@@ -13,7 +13,6 @@ import logging
 import posixpath
 import time
 import uuid
-from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
@@ -128,17 +127,9 @@ class DeltaRsLake(Lake):
     def append(self, spec: TableSpec, df: DataFrame, *, run_id: str, txn: Txn | None = None) -> WriteResult:
         return self._write(spec, df, mode="append", replace=None, run_id=run_id, txn=txn)
 
-    def overwrite(
-        self,
-        spec: TableSpec,
-        df: DataFrame,
-        *,
-        replace: Mapping[str, Sequence],
-        run_id: str,
-        txn: Txn | None = None,
+    def _overwrite(
+        self, spec: TableSpec, df: DataFrame, replace, run_id: str, txn: Txn | None
     ) -> WriteResult:
-        if not replace or set(replace) - set(spec.partition_by):
-            raise LakeError(f"{spec.name}: overwrite replaces partitions of {spec.partition_by} only")
         return self._write(spec, df, mode="overwrite", replace=replace, run_id=run_id, txn=txn)
 
     # -- internals

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame
 
@@ -43,12 +42,14 @@ class DeltaSparkLake(Lake):
         return DeltaTable.isDeltaTable(self.spark, self.path(spec))
 
     def version(self, spec: TableSpec) -> int | None:
-        table = self._table(spec)
-        return None if table is None else table.history(1).select("version").first()[0]
+        if not self.exists(spec):
+            return None
+        return compat.delta_version_and_id(self.spark, self.path(spec))[0]
 
     def table_id(self, spec: TableSpec) -> str | None:
-        table = self._table(spec)
-        return None if table is None else table.detail().select("id").first()[0]
+        if not self.exists(spec):
+            return None
+        return compat.delta_version_and_id(self.spark, self.path(spec))[1]
 
     def txn_version(self, spec: TableSpec, app_id: str) -> int | None:
         if not self.exists(spec):
@@ -103,17 +104,9 @@ class DeltaSparkLake(Lake):
     def append(self, spec: TableSpec, df: DataFrame, *, run_id: str, txn: Txn | None = None) -> WriteResult:
         return self._write(spec, df, "append", None, run_id, txn)
 
-    def overwrite(
-        self,
-        spec: TableSpec,
-        df: DataFrame,
-        *,
-        replace: Mapping[str, Sequence],
-        run_id: str,
-        txn: Txn | None = None,
+    def _overwrite(
+        self, spec: TableSpec, df: DataFrame, replace, run_id: str, txn: Txn | None
     ) -> WriteResult:
-        if not replace or set(replace) - set(spec.partition_by):
-            raise LakeError(f"{spec.name}: overwrite replaces partitions of {spec.partition_by} only")
         return self._write(spec, df, "overwrite", replace_predicate(replace), run_id, txn)
 
     def _write(self, spec, df, mode, predicate, run_id, txn) -> WriteResult:

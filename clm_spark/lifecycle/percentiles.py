@@ -13,6 +13,7 @@ partitioning. Approx mode reads the percentile off a quantile sketch with a conf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -31,7 +32,7 @@ KEY_TYPE = "decimal(20,2)"  # holds -recency days, order counts and money exactl
 def with_percentiles(
     rows: DataFrame,
     keys: dict[str, str],
-    mode: str = "exact",
+    mode: str | Callable = "exact",
     rel_error: float = 0.001,
     by: str | None = None,
 ) -> DataFrame:
@@ -40,8 +41,8 @@ def with_percentiles(
     Ranks are taken within each value of `by` (a backfill's snapshot dates), or over all rows.
     A row whose key is null is not ranked: it gets a null percentile and does not count in n.
     """
-    if mode == "naive":  # the baseline of `clm bench` only: every customer (of a date) in one partition
-        return _naive(rows, keys, by)
+    if callable(mode):  # a ranking of the caller's own (the benchmark's naive job passes one)
+        return mode(rows, keys, by)
     if by is None:
         ranked = with_percentiles(rows.withColumn("_all", F.lit(0)), keys, mode, rel_error, "_all")
         return ranked.drop("_all")
@@ -50,23 +51,6 @@ def with_percentiles(
             rows = _approx(rows, key, out, rel_error, by)
         return rows
     return _exact(rows, keys, by)
-
-
-def _naive(rows: DataFrame, keys: dict[str, str], by: str | None) -> DataFrame:
-    """One window per key over every ranked row (of a group): what a first version looks like.
-
-    A row missing any key is left out of every ranking (callers null all keys together).
-    """
-    present = F.lit(True)
-    for key in keys:
-        present = present & F.col(key).isNotNull()
-    ranked, unranked = rows.filter(present), rows.filter(~present)
-    for key, out in keys.items():
-        window = Window.orderBy(key) if by is None else Window.partitionBy(by).orderBy(key)
-        ranked = ranked.withColumn(out, F.percent_rank().over(window))
-    return ranked.unionByName(
-        unranked.select("*", *[F.lit(None).cast("double").alias(o) for o in keys.values()])
-    )
 
 
 def _exact(rows: DataFrame, keys: dict[str, str], by: str) -> DataFrame:

@@ -57,27 +57,6 @@ class SegmentModel:
             expr = F.when(_matches_spark(rule), F.lit(rule.id)).otherwise(expr)
         return expr
 
-    def segment_sql(self) -> str:
-        """The same first-match CASE as SQL text (the DuckDB baseline of `clm bench` uses it)."""
-        arms = []
-        for rule in self.rules:
-            conds = []
-            if rule.cells is not None:
-                cells = ", ".join(f"'{c}'" for c in sorted(rule.cells))
-                conds.append(f"coalesce(rfm_cell IN ({cells}), false)")
-            for field, cond in rule.when:
-                if isinstance(cond, tuple):
-                    lo, hi = cond
-                    parts = [f"{field} IS NOT NULL"]
-                    parts += [f"{field} >= {lo}"] if lo is not None else []
-                    parts += [f"{field} <= {hi}"] if hi is not None else []
-                    conds.append("(" + " AND ".join(parts) + ")")
-                else:
-                    literal = str(cond).lower() if isinstance(cond, bool) else str(int(cond))
-                    conds.append(f"coalesce({field} = {literal}, false)")
-            arms.append(f"WHEN {' AND '.join(conds) or 'true'} THEN '{rule.id}'")
-        return "CASE " + " ".join(arms) + " END"
-
     def lookup(self, attr: str) -> Column:
         pairs = []
         for rule in self.rules:

@@ -33,7 +33,7 @@ class SnapshotParams:
     lookback_days: int = 365
     active_days: int = 90
     score_bins: int = 5
-    percentile: str = "exact"
+    percentile: str | Callable = "exact"  # exact | approx, or a function (rows, keys, by) -> ranked rows
     approx_relative_error: float = 0.001
 
 

@@ -1,4 +1,4 @@
-"""`clm bench`: per-stage wall time, rows, rows/s and peak memory, against two baselines.
+"""`make bench` (`python -m benchmarks`): per-stage wall time, rows, rows/s and peak memory, against two baselines.
 
 Scale 1 = 100,000 persons over 120 days (about 5.2M events and 0.9M order lines). The raw lake
 is generated once per scale and reused, and so is the lake as step 1 leaves it (`history/`
@@ -15,7 +15,8 @@ Only the latest run's lake is kept. The run goes the way a lake is really fed:
    SQL, the last three on the same silver Parquet files;
 4. optionally (`--backfill-days N`) a backfill of the N dates ending at D.
 
-Figures are printed and written as JSON under bench/results/. Benchmarks measure; tests never
+Figures are printed and written as JSON under bench/results/ (the latest run per scale; the
+history of runs is the table in docs/performance.md). Benchmarks measure; tests never
 assert timings.
 """
 
@@ -141,11 +142,12 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
     """Generate (or reuse) a raw lake at `scale`, run each stage, print and save the figures."""
     from pyspark import StorageLevel
 
-    from clm_spark.app import Context, _run_locked
-    from clm_spark.ingest.generate import generate
+    from benchmarks.naive import naive_percentiles
+    from clm_spark.app import Context, start_with_deps
     from clm_spark.lake import open_lake
     from clm_spark.lifecycle.snapshot import build_snapshot
     from clm_spark.pipeline import Sources, snapshot_frames, snapshot_params
+    from clm_spark.sample.generate import generate
     from clm_spark.tables import (
         BRONZE_CLICKSTREAM,
         BRONZE_ORDERS,
@@ -199,7 +201,8 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         return lake.read(SILVER_EVENTS).count() + lake.read(SILVER_ORDERS).count()
 
     def run(dates, job):
-        return _run_locked(bench_ctx, dates, job, f"bench-{job}-{scale:g}", None)
+        result = start_with_deps(bench_ctx, dates, job, run_id=f"bench-{job}-{scale:g}", lock=False)
+        return asdict(result)
 
     # 1. history: everything delivered before D, one bulk load, D - 1 published
     deliver(raw, landing, lambda day: day < d)
@@ -252,7 +255,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
             df.unpersist()
 
     def naive_job():  # one window over every customer, nothing cached on the way: a first version
-        p = replace(params, percentile="naive")
+        p = replace(params, percentile=naive_percentiles)
         naive = build_snapshot(sources.events, sources.orders, d, p, ctx.model).persist()
         naive.count()
         return naive
@@ -306,6 +309,8 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
     }
     out = Path(out_dir) / "results" / f"bench-{scale:g}-{days}d-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    for older in out.parent.glob(f"bench-{scale:g}-{days}d-*.json"):  # only the latest per scale is kept
+        older.unlink()
     out.write_text(json.dumps(result, indent=2, default=str))
     for how, key in (
         ("daily (carried state + D's events)", "snapshot_ours"),
@@ -342,7 +347,7 @@ def _duckdb(root: str, d, params, model, silver_rows: int, rec: _Recorder) -> in
     except ImportError:
         print("  duckdb                 not installed: single-node baseline skipped", flush=True)
         return None
-    from clm_spark.baseline import compare, run_baseline
+    from benchmarks.duckdb_peer import compare, run_baseline
 
     rec.memory.reset()
     con, seconds, rows = run_baseline(root, d, params, model)

@@ -112,7 +112,7 @@ def snapshot_sql(root: str, d: date, params: SnapshotParams, model: SegmentModel
         SELECT *, CASE WHEN is_customer THEN r_score::VARCHAR || f_score::VARCHAR || m_score::VARCHAR END
                   AS rfm_cell
         FROM scored)
-    SELECT *, {model.segment_sql()} AS segment FROM celled
+    SELECT *, {segment_sql(model)} AS segment FROM celled
     """
 
 
@@ -138,3 +138,25 @@ def compare(con, root: str, d: date) -> int:
     query = f"""SELECT (SELECT count(*) FROM (SELECT {COMPARED} FROM ours EXCEPT ALL SELECT {COMPARED} FROM duck))
                      + (SELECT count(*) FROM (SELECT {COMPARED} FROM duck EXCEPT ALL SELECT {COMPARED} FROM ours))"""
     return con.execute(query).fetchall()[0][0]
+
+
+def segment_sql(model: SegmentModel) -> str:
+    """The segment rules' first-match CASE as SQL text (as `SegmentModel.segment_column`)."""
+    arms = []
+    for rule in model.rules:
+        conds = []
+        if rule.cells is not None:
+            cells = ", ".join(f"'{c}'" for c in sorted(rule.cells))
+            conds.append(f"coalesce(rfm_cell IN ({cells}), false)")
+        for field, cond in rule.when:
+            if isinstance(cond, tuple):
+                lo, hi = cond
+                parts = [f"{field} IS NOT NULL"]
+                parts += [f"{field} >= {lo}"] if lo is not None else []
+                parts += [f"{field} <= {hi}"] if hi is not None else []
+                conds.append("(" + " AND ".join(parts) + ")")
+            else:
+                literal = str(cond).lower() if isinstance(cond, bool) else str(int(cond))
+                conds.append(f"coalesce({field} = {literal}, false)")
+        arms.append(f"WHEN {' AND '.join(conds) or 'true'} THEN '{rule.id}'")
+    return "CASE " + " ".join(arms) + " END"

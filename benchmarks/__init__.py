@@ -1,0 +1,1 @@
+"""Benchmarks of clm-spark against DuckDB and a naive Spark job (not part of the package)."""

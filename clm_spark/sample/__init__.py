@@ -1,0 +1,1 @@
+"""Synthetic raw lakes for the demo, tests and benchmarks."""
