@@ -107,9 +107,6 @@ def start_with_deps(
         return _run(ctx, dates, job, run_id)
 
 
-run_dates = start_with_deps  # the name the tests and tools use
-
-
 def _run(ctx: Context, dates: list[date], job: str, run_id: str) -> RunResult:
     from clm_spark.pipeline import Sources, ingest_and_refine, publish_dates
     from clm_spark.runs import RunRecord
@@ -185,24 +182,17 @@ def write_report(cfg: Config, out: str | None, lake: Lake | None = None) -> str:
     With a lake (a Spark session) the gold aggregates are read and the page written through Spark,
     so any lake URI works; without one they are read with `deltalake` and written locally.
     """
-    from clm_spark.reports.html import load_report_data, render_html_report
+    from clm_spark.reports.html import load_report_data, render_html_report, write_html_report
 
     data = load_report_data(cfg.lake.root, lake)
-    page = render_html_report(data)
     if out is None:
         out = f"{cfg.lake.root.rstrip('/')}/_reports/clm-report-{data.latest}.html"
     if lake is not None:
-        lake.storage.write_text(out, page)
+        lake.storage.write_text(out, render_html_report(data))
         return out
     if "://" in out and not out.startswith("file://"):
         raise ConfigError("lake.root is not a local folder: give the report a local path with --out")
-    local = Path(out.removeprefix("file://"))
-    try:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise ClmError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
-    return str(local)
+    return write_html_report(data, out.removeprefix("file://"))
 
 
 def report(config_path: str, out: str | None) -> str:

@@ -60,7 +60,7 @@ def published(spark, tmp_path_factory):
     """A small generated raw lake, published in order for three dates (shared by the output tests)."""
     from helpers import PUBLISHED_DATES, lake_context
 
-    from clm_spark.app import run_dates
+    from clm_spark.app import start_with_deps
     from clm_spark.sample.generate import generate
 
     tmp = tmp_path_factory.mktemp("published")
@@ -68,7 +68,7 @@ def published(spark, tmp_path_factory):
         tmp / "raw", persons=300, days=20, start=PUBLISHED_DATES[0].replace(day=1), seed=5, bad_rate=0.02
     )
     ctx = lake_context(spark, tmp, tmp / "raw", "lake")
-    run_dates(ctx, list(PUBLISHED_DATES), "backfill")
+    start_with_deps(ctx, list(PUBLISHED_DATES), "backfill")
     ctx.raw = tmp / "raw"
     return ctx
 

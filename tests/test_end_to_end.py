@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from helpers import PUBLISHED_DATES, lake_context
 from pyspark.sql import functions as F
 
-from clm_spark.app import run_dates
+from clm_spark.app import start_with_deps
 from clm_spark.tables import BRONZE_CLICKSTREAM, BRONZE_ORDERS, GOLD_TABLES, PIPELINE_RUNS
 
 D1, D2, D3 = PUBLISHED_DATES
@@ -21,10 +21,10 @@ def test_out_of_order_and_reruns_give_the_in_order_tables(spark, published, tmp_
     in_order, raw_dir = published, published.raw
 
     shuffled = lake_context(spark, tmp_path, raw_dir, "b")
-    run_dates(shuffled, [D3], "run")
-    run_dates(shuffled, [D1, D2], "backfill")
+    start_with_deps(shuffled, [D3], "run")
+    start_with_deps(shuffled, [D1, D2], "backfill")
     versions = {t.name: shuffled.lake.version(t) for t in GOLD_TABLES}
-    run_dates(shuffled, [D2], "run")  # a re-run replaces D2 (and D3's movement) with identical rows
+    start_with_deps(shuffled, [D2], "run")  # a re-run replaces D2 (and D3's movement) with identical rows
 
     for table in GOLD_TABLES:
         a, b = in_order.lake.read(table), shuffled.lake.read(table)
@@ -73,7 +73,7 @@ def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, publ
     lake = daily.lake
     held = lambda day, feed_day: day <= feed_day and day != late  # noqa: E731
     deliver(published.raw, landing, lambda day: held(day, D1))
-    run_dates(daily, [D1], "run")
+    start_with_deps(daily, [D1], "run")
     state = lake.read(SILVER_ACTIVITY_STATE)
     events = lake.read(SILVER_EVENTS).filter(F.col("event_date") <= D1)
     assert state.count() == events.select("anonymous_id", "customer_id").distinct().count() > 0
@@ -82,7 +82,7 @@ def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, publ
     }
     for day in (D2, D3):
         deliver(published.raw, landing, lambda x, day=day: x <= day)  # day's files and the late ones
-        run_dates(daily, [day], "run")
+        start_with_deps(daily, [day], "run")
     assert used == [False, True, True]
     assert {
         tuple(r)
@@ -102,5 +102,5 @@ def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, publ
 
     # an earlier date is computed from silver alone and leaves the state where it was
     version = lake.version(SILVER_ACTIVITY_STATE)
-    run_dates(daily, [D1], "run")
+    start_with_deps(daily, [D1], "run")
     assert used[-1] is False and lake.version(SILVER_ACTIVITY_STATE) == version

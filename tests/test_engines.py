@@ -19,7 +19,7 @@ from conftest import NO_DELTA_REASON
 from helpers import PUBLISHED_DATES, lake_context, write_config
 
 from benchmarks.run import deliver
-from clm_spark.app import run_dates
+from clm_spark.app import start_with_deps
 from clm_spark.lake import delta_spark_available, open_lake
 from clm_spark.sample.generate import generate
 from clm_spark.tables import ALL_TABLES, CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS, SEGMENT_SUMMARY
@@ -52,12 +52,12 @@ def _publish_in_steps(spark, raw: Path, tmp_path: Path, engine: str):
     landing = tmp_path / f"landing-{engine}"
     ctx = lake_context(spark, tmp_path, landing, f"lake-{engine}", engine=engine)
     deliver(raw, landing, lambda day: day <= D1 and day != LATE)
-    run_dates(ctx, [D1 - timedelta(days=1), D1], "backfill")
+    start_with_deps(ctx, [D1 - timedelta(days=1), D1], "backfill")
     deliver(raw, landing, lambda day: day <= D2 and day != LATE)
-    run_dates(ctx, [D2], "run")
+    start_with_deps(ctx, [D2], "run")
     deliver(raw, landing, lambda day: day <= D3)  # D3's files and the late ones
-    run_dates(ctx, [D3], "run")
-    run_dates(ctx, [D2], "run")  # a re-run: D2 again, with the late file now present
+    start_with_deps(ctx, [D3], "run")
+    start_with_deps(ctx, [D2], "run")  # a re-run: D2 again, with the late file now present
     return ctx.lake
 
 

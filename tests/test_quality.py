@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
 from clm_spark import pipeline
-from clm_spark.app import run_dates
+from clm_spark.app import start_with_deps
 from clm_spark.errors import ValidationFailed
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
@@ -95,7 +95,7 @@ def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path, monkeypatch
 
     with monkeypatch.context() as patch, pytest.raises(ValidationFailed) as err:
         patch.setattr(pipeline, "compute_outputs", duplicate_a_person)
-        run_dates(ctx, [day], "run")
+        start_with_deps(ctx, [day], "run")
     assert err.value.exit_code == 3 and "expect_compound_columns_to_be_unique" in str(err.value)
     assert not any(ctx.lake.exists(t) for t in GOLD_TABLES), "a gold table was written"
     run = ctx.lake.read(PIPELINE_RUNS).collect()[0]
@@ -103,7 +103,7 @@ def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path, monkeypatch
     report = Path(ctx.cfg.lake.root) / "_reports" / run.run_id / f"validation-{day}.html"
     assert report.is_file() and "FAIL" in report.read_text()
 
-    result = run_dates(ctx, [day], "run")
+    result = start_with_deps(ctx, [day], "run")
     assert result.validation.startswith(f"{day} passed: ")
     assert ctx.lake.read(CUSTOMER_SNAPSHOT).count() > 0
     statuses = sorted(r.status for r in ctx.lake.read(PIPELINE_RUNS).collect())

@@ -21,7 +21,7 @@ from deltalake import DeltaTable
 from helpers import lake_context, write_config
 from pyspark.sql import functions as F
 
-from clm_spark.app import Context, load_quality_rules, prepare, run_dates
+from clm_spark.app import Context, load_quality_rules, prepare, start_with_deps
 from clm_spark.lake import open_lake
 from clm_spark.maintenance import vacuum_lake
 from clm_spark.sample.generate import generate
@@ -54,7 +54,7 @@ def raw(tmp_path_factory):
 def reference(spark, raw, tmp_path_factory):
     """The uninterrupted run: one in-process backfill of D0..D."""
     ctx = lake_context(spark, tmp_path_factory.mktemp("ref"), raw, "lake")
-    run_dates(ctx, [D0, D], "backfill")
+    start_with_deps(ctx, [D0, D], "backfill")
     return ctx.lake
 
 
@@ -198,7 +198,7 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
     late_raw = tmp_path / "raw"
     shutil.copytree(raw, late_raw)
     ctx = lake_context(spark, tmp_path, late_raw, "late")
-    run_dates(ctx, [D0, D], "backfill")
+    start_with_deps(ctx, [D0, D], "backfill")
     before = {d: checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{d}'") for d in (D0, D)}
     versions = {t.name: ctx.lake.version(t) for t in GOLD_TABLES}
 
@@ -208,7 +208,7 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
         "order_id,customer_id,order_time,updated_at,status,amount,currency\n"
         f"late-o1,late-c1,{D0}T12:00:00Z,{D0}T12:00:00Z,completed,99.90,EUR\n"
     )
-    result = run_dates(ctx, [D0], "run")
+    result = start_with_deps(ctx, [D0], "run")
     assert result.counts["orders"]["delivered"] == 1 and result.counts["orders"]["accepted"] == 1
     snap = ctx.lake.read(CUSTOMER_SNAPSHOT)
     assert snap.filter(f"snapshot_date = '{D0}' and person_id = 'late-c1'").count() == 1
@@ -221,7 +221,7 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
     cfg, model = prepare(str(write_config(tmp_path, late_raw, "late", validate=True)))
     validating = Context(cfg, model, spark, ctx.lake, load_quality_rules(cfg, model))
     nxt = D + timedelta(days=1)
-    result = run_dates(validating, [nxt], "run")
+    result = start_with_deps(validating, [nxt], "run")
     assert all(c["delivered"] == 0 for c in result.counts.values())
     assert "passed" in result.validation
     snap = ctx.lake.read(CUSTOMER_SNAPSHOT)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from chispa import assert_df_equality
 
-from clm_spark.app import Context, run_dates
+from clm_spark.app import Context, start_with_deps
 from clm_spark.config import config_from_dict, parse_date
 from clm_spark.lake import open_lake
 from clm_spark.lifecycle.segments import load_segments
@@ -36,7 +36,7 @@ def test_scenario(spark, case, tmp_path):
     )
     lake = open_lake(spark, cfg.lake.root, "delta-rs")
     day = parse_date(str(spec["date"]))
-    run_dates(Context(cfg, load_segments(cfg.segments, 5), spark, lake), [day], "run")
+    start_with_deps(Context(cfg, load_segments(cfg.segments, 5), spark, lake), [day], "run")
     expected = spark.read.csv(
         str(case / "then" / "customer_snapshot.csv"), header=True, schema=CUSTOMER_SNAPSHOT.schema
     )

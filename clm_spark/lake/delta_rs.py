@@ -54,10 +54,7 @@ class DeltaRsLake(Lake):
         return DeltaTable(path, version=version, storage_options=self.options)
 
     def _table(self, spec: TableSpec, version: int | None = None) -> DeltaTable | None:
-        path = self.path(spec)
-        if not DeltaTable.is_deltatable(path, storage_options=self.options):
-            return None
-        return self._open(path, version)
+        return self._open(self.path(spec), version) if self.exists(spec) else None
 
     def exists(self, spec: TableSpec) -> bool:
         return DeltaTable.is_deltatable(self.path(spec), storage_options=self.options)

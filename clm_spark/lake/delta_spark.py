@@ -33,8 +33,7 @@ class DeltaSparkLake(Lake):
     def _table(self, spec: TableSpec):
         from delta.tables import DeltaTable
 
-        path = self.path(spec)
-        return DeltaTable.forPath(self.spark, path) if DeltaTable.isDeltaTable(self.spark, path) else None
+        return DeltaTable.forPath(self.spark, self.path(spec)) if self.exists(spec) else None
 
     def exists(self, spec: TableSpec) -> bool:
         from delta.tables import DeltaTable

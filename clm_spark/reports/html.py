@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -184,8 +185,9 @@ def summary_table(data: ReportData) -> pd.DataFrame:
 
 
 def write_html_report(data: ReportData, out_path: str) -> str:
-    """Write the report page to a local file; returns its path."""
+    """Write the report page to a local file (its folder is created); returns its path."""
     try:
+        os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
         with open(out_path, "w", encoding="utf-8") as handle:
             handle.write(render_html_report(data))
     except OSError as exc:
