@@ -132,3 +132,33 @@ def test_databricks_bundle_runs_the_wheel_entry_point():
     assert config.startswith("${workspace.file_path}/") and "/Workspace$" not in config
     cluster = job["job_clusters"][0]["new_cluster"]
     assert cluster["node_type_id"] == "${var.node_type_id}" and "node_type_id" in bundle["variables"]
+
+
+# The top-level mappings a databricks.yml may hold (Databricks Asset Bundles configuration
+# reference); anything else is a typo the CLI would reject at `bundle validate`.
+BUNDLE_TOP_LEVEL = {
+    "bundle", "include", "scripts", "sync", "artifacts", "variables", "workspace", "resources",
+    "targets", "permissions", "presets", "run_as", "experimental", "python", "git",
+}  # fmt: skip
+
+
+def test_databricks_bundle_matches_the_published_bundle_schema():
+    """Every job resource loads into the job model generated from the bundle schema
+    (databricks-bundles, published by Databricks): an unknown or misplaced key, a wrong type or
+    a missing required field fails here instead of at `databricks bundle validate`."""
+    from databricks.bundles.jobs import Job
+
+    bundle = yaml.safe_load((REPO / "deploy" / "databricks" / "databricks.yml").read_text())
+    assert set(bundle) <= BUNDLE_TOP_LEVEL, set(bundle) - BUNDLE_TOP_LEVEL
+    assert set(bundle["resources"]) == {"jobs"}
+    for name, spec in bundle["resources"]["jobs"].items():
+        job = Job.from_dict(dict(spec))
+        assert job.as_dict()["tasks"][0]["task_key"] == "clm_run", name
+    for var in bundle["variables"].values():
+        assert set(var) <= {"description", "default", "type", "lookup"}
+    for target in bundle["targets"].values():
+        assert target.get("mode") in {None, "development", "production"}
+    # the model is strict: a misplaced key is refused, so the check above can fail
+    broken = dict(bundle["resources"]["jobs"]["clm_daily"], node_type_id="m5.large")
+    with pytest.raises(ValueError, match="node_type_id"):
+        Job.from_dict(broken)
