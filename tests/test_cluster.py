@@ -28,6 +28,7 @@ from clm_spark.tables import CUSTOMER_SNAPSHOT, PIPELINE_RUNS, SEGMENT_SUMMARY
 REPO = Path(__file__).resolve().parents[1]
 BLOCKER = Path(__file__).parent / "blocked_imports"
 DRIVER_ONLY = "deltalake,pyarrow.fs,great_expectations,matplotlib"  # executors need none of them
+DRIVER_STORAGE = "deltalake,pyarrow.fs"  # on delta-spark the driver needs neither
 SPARK_HOME = Path(_find_spark_home())
 
 
@@ -107,16 +108,24 @@ def standalone_cluster(tmp_path):
 def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, published, spark, tmp_path):
     """The daily job on two workers whose Python lacks every driver-only package.
 
-    With the shared Delta jars it runs the delta-spark engine, as a cluster would; without them
-    delta-rs (the driver commits).
+    With the shared Delta jars it runs the delta-spark engine, as a cluster would, with the lake
+    and the raw feeds given as file:/// URIs and `deltalake` and `pyarrow.fs` unimportable in the
+    driver too: the driver reaches storage through Spark only. Without the jars it runs delta-rs
+    (the driver commits) on plain paths.
     """
     url, work_dirs = standalone_cluster
     zip_path = shutil.make_archive(str(tmp_path / "clm_spark"), "zip", REPO, "clm_spark")  # = make package
     engine = "delta-spark" if DELTA_JARS else "delta-rs"
-    config = write_config(tmp_path, published.raw, "cluster-lake", validate=True, engine=engine)
+    spark_only = engine == "delta-spark"
+    config = write_config(
+        tmp_path, published.raw, "cluster-lake", validate=True, engine=engine, uris=spark_only
+    )
     day = PUBLISHED_DATES[-1]
     markers = tmp_path / "markers"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    if spark_only:  # the driver's Python: spark-submit keeps this PYTHONPATH after its own entries
+        env |= {"PYTHONPATH": str(BLOCKER), "CLM_BLOCK_IMPORTS": DRIVER_STORAGE}
+        env |= {"CLM_BLOCK_MARKERS": str(markers)}
     env.pop("SPARK_HOME", None)
     env.pop("CLM_DELTA_JARS", None)  # spark-submit's own --jars below, as on a cluster
     delta = []
@@ -153,7 +162,8 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
     for work in work_dirs:
         assert list(work.glob("app-*/*/stderr")), f"no executor ran under {work}"
     blocked = [p.read_text() for p in markers.glob("*.blocked")]
-    assert blocked and set(blocked) == {DRIVER_ONLY}, "no Python worker ran without the driver-only packages"
+    assert DRIVER_ONLY in blocked, "no Python worker ran without the driver-only packages"
+    assert set(blocked) == ({DRIVER_ONLY, DRIVER_STORAGE} if spark_only else {DRIVER_ONLY})
 
     lake = open_lake(spark, str(tmp_path / "cluster-lake"), engine)
     mine = lake.read(CUSTOMER_SNAPSHOT)
@@ -163,3 +173,5 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
     assert lake.read(SEGMENT_SUMMARY).count() == len(published.model.rules)
     [run] = lake.read(PIPELINE_RUNS).collect()
     assert run.status == "succeeded" and run.engine == engine and "passed" in run.validation
+    reports = list((tmp_path / "cluster-lake" / "_reports").rglob("validation-*.html"))
+    assert reports and "passed" in reports[0].read_text()  # written through Hadoop on delta-spark

@@ -1,4 +1,4 @@
-"""Both Delta engines publish the same lake, and delta-spark needs nothing but Spark in the driver.
+"""Both Delta engines publish the same lake (delta-spark with Spark alone in the driver: test_cluster).
 
 Skipped only where the Delta JVM connector is absent (no ../shared/delta and no CLM_DELTA_JARS).
 """
@@ -6,17 +6,14 @@ Skipped only where the Delta JVM connector is absent (no ../shared/delta and no 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from conftest import NO_DELTA_REASON
-from helpers import PUBLISHED_DATES, lake_context, write_config
+from helpers import PUBLISHED_DATES, lake_context
 
 from benchmarks.run import deliver
 from clm_spark.app import start_with_deps
@@ -26,7 +23,6 @@ from clm_spark.tables import ALL_TABLES, CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELIN
 
 D1, D2, D3 = PUBLISHED_DATES
 LATE = D2  # the clickstream of D2 arrives a day late
-BLOCKER = Path(__file__).parent / "blocked_imports"
 # values that differ between two runs of the same input: when and by which run they were ingested
 # (and the id Delta gives each lake's silver/events, which the activity state records)
 VOLATILE = {
@@ -92,57 +88,6 @@ def test_both_engines_publish_identical_silver_gold_and_run_records(spark, tmp_p
     # every commit of a run carries its run id on both engines
     run_ids = {r.run_id for r in ds.read(PIPELINE_RUNS).collect()}
     assert ds.commit_metadata(CUSTOMER_SNAPSHOT, ds.version(CUSTOMER_SNAPSHOT))["clm.run_id"] in run_ids
-
-
-@pytest.mark.slow
-def test_daily_run_on_delta_spark_with_file_uris_and_no_deltalake_or_pyarrow_fs(
-    spark, published, tmp_path, needs_delta_spark
-):
-    """The driver reaches storage through Spark only; tasks import no driver-only package."""
-    day = D3
-    config = write_config(
-        tmp_path,
-        published.raw,
-        "uri-lake",
-        validate=True,
-        engine="delta-spark",
-        uris=True,
-        spark_conf={
-            "spark.sql.shuffle.partitions": "4",
-            "spark.ui.enabled": "false",
-            "spark.executorEnv.CLM_BLOCK_IMPORTS": "deltalake,pyarrow.fs,great_expectations,matplotlib",
-        },
-    )
-    markers = tmp_path / "markers"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(BLOCKER), os.environ.get("PYTHONPATH", "")]),
-        "CLM_BLOCK_IMPORTS": "deltalake,pyarrow.fs",
-        "CLM_BLOCK_MARKERS": str(markers),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "clm_spark.cli", "run", "--config", str(config), "--date", str(day)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=900,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "succeeded" in result.stdout
-    blocked = [p.read_text() for p in markers.glob("*.blocked")]
-    assert "deltalake,pyarrow.fs" in blocked, "the driver ran without the block"
-    assert "deltalake,pyarrow.fs,great_expectations,matplotlib" in blocked, "no task ran under the block"
-
-    lake = open_lake(spark, (tmp_path / "uri-lake").as_uri(), "delta-spark")
-    mine = lake.read(CUSTOMER_SNAPSHOT)
-    reference = published.lake.read(CUSTOMER_SNAPSHOT).filter(f"snapshot_date = '{day}'")
-    assert mine.count() > 0
-    assert_df_equality(mine, reference, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
-    [run] = lake.read(PIPELINE_RUNS).collect()
-    assert run.status == "succeeded" and run.engine == "delta-spark" and "passed" in run.validation
-    reports = list((tmp_path / "uri-lake" / "_reports").rglob("validation-*.html"))
-    assert reports and "passed" in reports[0].read_text()
 
 
 def test_published_dates_are_unchanged_by_the_engine_choice_of_readers(spark, published, needs_delta_spark):

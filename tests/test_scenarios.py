@@ -1,4 +1,11 @@
-"""Golden scenarios: tests/scenarios/given_<case>/ raw files in, then/ expected snapshot rows out."""
+"""Golden scenarios, given / when / then, one folder each under tests/scenarios/:
+
+- given/clickstream, given/orders: the raw feeds, as a shop would deliver them;
+- when.yaml: the job (`run` or `backfill`), its dates and the currency rates;
+- then/<table>.csv: the expected rows of every gold table, worked out by hand.
+
+Every gold table must have its CSV: a scenario cannot silently check only part of the output.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +20,61 @@ from clm_spark.app import Context, start_with_deps
 from clm_spark.config import config_from_dict, parse_date
 from clm_spark.lake import open_lake
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.tables import CUSTOMER_SNAPSHOT
+from clm_spark.tables import GOLD_TABLES
 
-SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("given_*"))
+SCENARIOS = sorted(p for p in (Path(__file__).parent / "scenarios").iterdir() if p.is_dir())
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def expected_rows(spark, case: Path, spec):
+    """then/<table>.csv read with the table's own schema (an empty field is null)."""
+    path = case / "then" / f"{spec.name.split('/')[-1]}.csv"
+    assert path.is_file(), f"{case.name}: no expected rows for {spec.name} ({path.name})"
+    return spark.read.csv(str(path), header=True, schema=spec.schema, enforceSchema=False)
+
+
+def run_scenario(spark, case: Path, tmp_path: Path):
+    when = yaml.safe_load((case / "when.yaml").read_text())
+    rates = {code: Decimal(str(rate)) for code, rate in when["currency"]["rates"].items()}
+    cfg = config_from_dict(
+        {
+            "lake": {"root": str(tmp_path / "lake"), "engine": "delta-rs"},
+            "raw": {
+                "clickstream": str(case / "given" / "clickstream"),
+                "orders": str(case / "given" / "orders"),
+            },
+            "currency": {"base": when["currency"]["base"], "rates": rates},
+            "segments": str(CONF / "segments.yaml"),
+            "validation": {"expectations": str(CONF / "expectations.yaml")},
+        },
+        base=tmp_path,
+    )
+    lake = open_lake(spark, cfg.lake.root, "delta-rs")
+    dates = [parse_date(str(d)) for d in when["dates"]]
+    start_with_deps(Context(cfg, load_segments(cfg.segments, 5), spark, lake), dates, when["job"])
+    return lake
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_scenario(spark, case, tmp_path):
-    spec = yaml.safe_load((case / "scenario.yaml").read_text())
-    rates = {code: Decimal(str(rate)) for code, rate in spec["currency"]["rates"].items()}
-    conf = Path("conf").resolve()
-    cfg = config_from_dict(
-        {
-            "lake": {"root": str(tmp_path / "lake"), "engine": "delta-rs"},
-            "raw": {"clickstream": str(case / "clickstream"), "orders": str(case / "orders")},
-            "currency": {"base": spec["currency"]["base"], "rates": rates},
-            "segments": str(conf / "segments.yaml"),
-            "validation": {"expectations": str(conf / "expectations.yaml")},
-        },
-        base=tmp_path,
-    )
-    lake = open_lake(spark, cfg.lake.root, "delta-rs")
-    day = parse_date(str(spec["date"]))
-    start_with_deps(Context(cfg, load_segments(cfg.segments, 5), spark, lake), [day], "run")
-    expected = spark.read.csv(
-        str(case / "then" / "customer_snapshot.csv"), header=True, schema=CUSTOMER_SNAPSHOT.schema
-    )
-    actual = lake.read(CUSTOMER_SNAPSHOT)
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    lake = run_scenario(spark, case, tmp_path)
+    for spec in GOLD_TABLES:
+        assert_df_equality(
+            lake.read(spec),
+            expected_rows(spark, case, spec),
+            ignore_row_order=True,
+            ignore_nullable=True,
+            ignore_metadata=True,
+        )
+
+
+def test_every_scenario_is_complete():
+    """given, when and one CSV per gold table: a folder missing a part fails here, fast."""
+    assert SCENARIOS, "no scenario folders"
+    tables = {spec.name.split("/")[-1] for spec in GOLD_TABLES}
+    for case in SCENARIOS:
+        assert (case / "given" / "clickstream").is_dir() and (case / "given" / "orders").is_dir(), case.name
+        when = yaml.safe_load((case / "when.yaml").read_text())
+        assert when["job"] in {"run", "backfill"} and when["dates"], case.name
+        assert {p.stem for p in (case / "then").glob("*.csv")} == tables, case.name
