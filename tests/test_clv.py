@@ -1,0 +1,176 @@
+"""BG/NBD and Gamma-Gamma: the published CDNOW figures, parameter recovery, and predictions in Spark.
+
+The CDNOW 1/10 sample (../shared/data/cdnow, Fader and Hardie) with a 39-week calibration ending
+1997-09-30, weeks as the unit, must give the published estimates (Fader, Hardie and Lee 2005).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from clm_spark.predict.clv import ClvParams, calibration_stats, fit, predictions
+from clm_spark.predict.models import (
+    expected_purchases,
+    expected_spend,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    p_alive,
+)
+
+CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_sample.txt"
+END = date(1997, 9, 30)
+WEEKS = ClvParams(unit_days=7, horizon_days=39 * 7)
+PUBLISHED = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+PUBLISHED_SPEND = {"p": 6.25, "q": 3.74, "gamma": 15.44}
+ORDERS = "snapshot_date date, customer_id string, order_date date, amount_base decimal(18,2)"
+
+
+@pytest.fixture(scope="module")
+def cdnow_stats(spark):
+    if not CDNOW.is_file():
+        pytest.skip(f"CDNOW sample not found at {CDNOW} (../shared/data absent)")
+    rows = []
+    for line in CDNOW.read_text().splitlines():
+        _, customer, ymd, _, dollars = line.split()
+        day = date(int(ymd[:4]), int(ymd[4:6]), int(ymd[6:]))
+        if day <= END:  # the calibration period
+            rows.append((END, customer, day, Decimal(dollars)))
+    return calibration_stats(spark.createDataFrame(rows, ORDERS)).cache()
+
+
+def _close(actual: dict, expected: dict, tol: float) -> bool:
+    return all(abs(actual[k] - v) <= tol for k, v in expected.items())
+
+
+def test_cdnow_reproduces_the_published_bgnbd_and_gamma_gamma_fits(cdnow_stats):
+    model = fit(cdnow_stats, END, WEEKS)
+    assert model.reason is None
+    assert model.purchases.customers == 2357 and model.purchases.patterns < 2357
+    assert _close(model.purchases.params, PUBLISHED, 1e-3), model.purchases.params
+    assert model.purchases.loglik == pytest.approx(-9582.4, abs=0.1)
+    assert model.spend.customers == 946
+    assert _close(model.spend.params, PUBLISHED_SPEND, 1e-2), model.spend.params
+
+
+def test_the_weighted_pattern_fit_equals_the_per_customer_fit(cdnow_stats):
+    """Test-only collect of 2,357 customers: the product fits on patterns alone."""
+    rows = cdnow_stats.collect()
+    x = [r.x for r in rows]
+    per_customer = fit_bgnbd(x, [r.t_x_days / 7 for r in rows], [r.T_days / 7 for r in rows], np.ones(len(x)))
+    patterns = fit(cdnow_stats, END, WEEKS).purchases
+    assert _close(per_customer.params, PUBLISHED, 1e-3)
+    assert per_customer.loglik == pytest.approx(patterns.loglik, abs=1e-6)
+    assert _close(per_customer.params, patterns.params, 1e-5)
+    repeat = [r for r in rows if r.x > 0]
+    spend = fit_gamma_gamma([r.x for r in repeat], [float(r.m_x) for r in repeat], np.ones(len(repeat)))
+    assert _close(spend.params, PUBLISHED_SPEND, 1e-2)
+    # unweighted patterns (each distinct pattern once) are a different likelihood
+    distinct = Counter((r.x, r.t_x_days, r.T_days) for r in rows)
+    keys = list(distinct)
+    unweighted = fit_bgnbd(
+        [k[0] for k in keys], [k[1] / 7 for k in keys], [k[2] / 7 for k in keys], np.ones(len(keys))
+    )
+    assert not _close(unweighted.params, PUBLISHED, 1e-2)
+
+
+def test_published_conditional_expectation_of_a_cdnow_customer():
+    """Fader, Hardie and Lee (2005): x = 2, t_x = 30.43, T = 38.86 weeks expects 1.226 purchases
+    in the next 39 weeks under the published parameters."""
+    params = {"r": 0.242594, "alpha": 4.413602, "a": 0.792922, "b": 2.425906}
+    assert expected_purchases(params, 39, 2, 30.43, 38.86) == pytest.approx(1.226, abs=5e-4)
+    assert p_alive(params, 0, 0, 38.86) == 1.0  # no repeat purchase: never seen dropping out
+
+
+def _simulate(rng, n, r, alpha, a, b, horizon):
+    """Customers of a BG/NBD world: (x, t_x, T) with T uniform in [horizon/2, horizon]."""
+    lam = rng.gamma(r, 1 / alpha, n)
+    drop = rng.beta(a, b, n)
+    T = rng.uniform(horizon / 2, horizon, n)
+    x = np.zeros(n)
+    t_x = np.zeros(n)
+    for i in range(n):
+        t = 0.0
+        while True:
+            t += rng.exponential(1 / lam[i])
+            if t > T[i]:
+                break
+            x[i] += 1
+            t_x[i] = t
+            if rng.random() < drop[i]:
+                break
+    return x, t_x, T
+
+
+def test_parameters_are_recovered_from_simulated_customers():
+    truth = {"r": 0.6, "alpha": 5.0, "a": 0.9, "b": 3.0}
+    x, t_x, T = _simulate(np.random.default_rng(7), 20_000, *truth.values(), horizon=60.0)
+    fitted = fit_bgnbd(x, t_x, T, np.ones(len(x)))
+    assert fitted.converged
+    for k, v in truth.items():
+        assert fitted.params[k] == pytest.approx(v, rel=0.15), (k, fitted.params)
+    # the log-scale likelihood stays finite for ages and counts in the thousands
+    big = fit_bgnbd(x * 50, t_x * 100, T * 100, np.ones(len(x)))
+    assert np.isfinite(big.loglik) and all(np.isfinite(list(big.params.values())))
+
+
+def test_predictions_join_pattern_values_back_and_rank_churn_risk(spark):
+    """Six customers as of 2024-03-31, each day's orders summed: the expected values are the
+    per-customer closed forms; x = 0 gets P(alive) = 1 and the population spend."""
+    day = date(2024, 3, 31)
+    orders = [
+        ("c1", date(2024, 1, 1), "10.00"),
+        ("c1", date(2024, 1, 1), "5.00"),  # same day: one transaction of 15
+        ("c1", date(2024, 2, 1), "30.00"),
+        ("c1", date(2024, 3, 1), "50.00"),
+        ("c2", date(2023, 6, 1), "20.00"),
+        ("c2", date(2023, 7, 1), "40.00"),
+        ("c3", date(2024, 3, 30), "99.00"),
+        ("c4", date(2023, 1, 1), "10.00"),
+        ("c4", date(2024, 3, 31), "20.00"),
+        ("c5", date(2024, 2, 10), "15.00"),
+        ("c5", date(2024, 2, 20), "25.00"),
+        ("c6", date(2023, 9, 9), "60.00"),
+    ]
+    frame = spark.createDataFrame([(day, c, d, Decimal(v)) for c, d, v in orders], ORDERS)
+    stats = calibration_stats(frame)
+    got = {r.person_id: r for r in stats.collect()}
+    assert (got["c1"].x, got["c1"].t_x_days, got["c1"].T_days, got["c1"].m_x) == (2, 60, 90, Decimal("40.00"))
+    assert (got["c3"].x, got["c3"].m_x) == (0, None)
+
+    model = fit(stats, day, ClvParams(min_repeat_buyers=1))
+    assert model.purchases is not None
+    out = {r.person_id: r for r in predictions(stats, model, ClvParams(min_repeat_buyers=1)).collect()}
+    assert set(out) == set(got)
+    for person, r in out.items():
+        s = got[person]
+        assert r.p_alive == pytest.approx(float(p_alive(model.purchases.params, s.x, s.t_x_days, s.T_days)))
+        expected = expected_purchases(model.purchases.params, 365, s.x, s.t_x_days, s.T_days)
+        assert r.expected_purchases == pytest.approx(float(expected))
+        if model.spend is not None:
+            spend = expected_spend(model.spend.params, s.x, float(s.m_x or 0))
+            assert float(r.predicted_order_value) == pytest.approx(float(spend), abs=0.005)
+            assert float(r.predicted_clv) == pytest.approx(
+                float(expected) * float(r.predicted_order_value), abs=0.01
+            )
+    assert out["c3"].p_alive == 1.0
+    # risk = 1 - P(alive): those never seen to repeat share the lowest risk decile
+    assert {out[c].churn_risk_decile for c in ("c3", "c6")} == {1}
+    riskiest = max(out.values(), key=lambda r: 1 - r.p_alive)
+    assert riskiest.churn_risk_decile == 10
+
+
+def test_a_degenerate_population_records_the_reason_and_predicts_nothing(spark):
+    day = date(2024, 3, 31)
+    frame = spark.createDataFrame([(day, "c1", date(2024, 3, 1), Decimal("5.00"))], ORDERS)
+    stats = calibration_stats(frame)
+    model = fit(stats, day, ClvParams())
+    assert model.purchases is None and "0 repeat buyers" in model.reason
+    assert predictions(stats, model, ClvParams()).count() == 0
+    assert fit(stats.filter(F.lit(False)), day, ClvParams()).reason == "no customers"
