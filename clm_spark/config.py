@@ -67,6 +67,15 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    enabled: bool = False  # gold/customer_predictions and gold/clv_model for each published date
+    unit_days: int = 1  # the models' time unit (7: weeks)
+    horizon_days: int = 365  # expected purchases and CLV cover (D, D + horizon_days]
+    max_patterns: int = 2_000_000  # the most calibration patterns the driver accepts per fit
+    min_repeat_buyers: int = 10  # fewer repeat buyers: no fit, the reason is recorded
+
+
+@dataclass(frozen=True)
 class Config:
     lake: LakeConfig
     raw: RawConfig
@@ -75,6 +84,7 @@ class Config:
     currency: CurrencyConfig = field(default_factory=CurrencyConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     segments: str = "segments.yaml"
     spark: dict = field(default_factory=dict)
     source: str = ""
@@ -223,6 +233,10 @@ def _check(cfg: Config) -> None:
         ("visitors.active_days", cfg.visitors.active_days, 1),
         ("ingest.max_future_days", cfg.ingest.max_future_days, 0),
         ("lake.lock_wait_seconds", cfg.lake.lock_wait_seconds, 0),
+        ("predict.unit_days", cfg.predict.unit_days, 1),
+        ("predict.horizon_days", cfg.predict.horizon_days, 1),
+        ("predict.max_patterns", cfg.predict.max_patterns, 1),
+        ("predict.min_repeat_buyers", cfg.predict.min_repeat_buyers, 1),
     ):
         if value < low:
             raise ConfigError(f"config key '{key}': must be >= {low}, got {value}")
@@ -289,6 +303,7 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
         validation=ValidationConfig(
             expectations=_resolve(cfg.validation.expectations, base), enabled=cfg.validation.enabled
         ),
+        predict=cfg.predict,
         segments=_resolve(cfg.segments, base),
         spark={str(k): str(v) for k, v in cfg.spark.items()},
         source=source,

@@ -24,12 +24,15 @@ from clm_spark.lifecycle.snapshot import (
     pair_activity,
     people_of,
     score_snapshot,
+    valid_orders_as_of,
 )
 from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
 from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames
 from clm_spark.reports.validation import write_validation_report
 from clm_spark.tables import (
+    CLV_MODEL,
+    CUSTOMER_PREDICTIONS,
     CUSTOMER_SNAPSHOT,
     RFM_CUTPOINTS,
     SEGMENT_SUMMARY,
@@ -235,6 +238,14 @@ def compute_outputs(
         RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
         **_movement(spark, current, previous, prev_of, model),
     }
+    if cfg.predict.enabled:  # scipy is imported only when the models are wanted
+        from clm_spark.predict.clv import ClvParams, clv_outputs
+
+        with step(f"predict {_label(dates)}"):
+            valid = valid_orders_as_of(sources.orders, dates)
+            predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep)
+        summary = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
+        outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted, SEGMENT_SUMMARY: summary}
     return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None)
 
 

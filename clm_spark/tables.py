@@ -259,6 +259,57 @@ PIPELINE_RUNS = TableSpec(
     "One row per job run, successful or not",
 )
 
+CUSTOMER_PREDICTIONS = TableSpec(
+    "gold/customer_predictions",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("person_id", StringType(), "customer (visitors have no purchase history to model)"),
+        _c("repeat_purchases", IntegerType(), "x: distinct order days up to D, minus the first"),
+        _c("first_to_last_order_days", IntegerType(), "t_x: days from the first to the last order day"),
+        _c("first_order_age_days", IntegerType(), "T: days from the first order day to D"),
+        _c("avg_repeat_value", MONEY, "m_x: mean value of the repeat order days (null when x = 0)"),
+        _c("p_alive", DoubleType(), "BG/NBD probability that the customer is still active at D"),
+        _c("expected_purchases", DoubleType(), "BG/NBD expected order days in (D, D + horizon_days]"),
+        _c("predicted_order_value", MONEY, "Gamma-Gamma expected value of a future order day"),
+        _c("predicted_clv", MONEY, "expected_purchases x predicted_order_value, undiscounted"),
+        _c(
+            "churn_risk_decile",
+            IntegerType(),
+            "1..10 by 1 - p_alive among the date's customers (10 = riskiest)",
+        ),
+    ),
+    "Per snapshot date and customer: churn risk and predicted value over the horizon (predict.*)",
+    ("snapshot_date",),
+)
+
+CLV_MODEL = TableSpec(
+    "gold/clv_model",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("status", StringType(), "fitted, not_converged or not_fitted"),
+        _c("reason", StringType(), "why a model was not fitted or did not converge (null when fitted)"),
+        _c("unit_days", IntegerType(), "the models' time unit in days"),
+        _c("horizon_days", IntegerType(), "the prediction horizon in days"),
+        _c("customers", LongType(), "customers the BG/NBD fit saw"),
+        _c("repeat_buyers", LongType(), "customers with x > 0 (the Gamma-Gamma fit)"),
+        _c("purchase_patterns", LongType(), "distinct (x, t_x, T) the driver received"),
+        _c("spend_patterns", LongType(), "distinct (x, m_x) the driver received"),
+        _c("r", DoubleType(), "BG/NBD: shape of the purchase-rate gamma"),
+        _c("alpha", DoubleType(), "BG/NBD: scale of the purchase-rate gamma (in units)"),
+        _c("a", DoubleType(), "BG/NBD: dropout beta a"),
+        _c("b", DoubleType(), "BG/NBD: dropout beta b"),
+        _c("bgnbd_loglik", DoubleType(), "BG/NBD log-likelihood at the estimates"),
+        _c("p", DoubleType(), "Gamma-Gamma: shape of the order value"),
+        _c("q", DoubleType(), "Gamma-Gamma: shape of the customers' mean value"),
+        _c("gamma", DoubleType(), "Gamma-Gamma: scale of the customers' mean value"),
+        _c("gamma_gamma_loglik", DoubleType(), "Gamma-Gamma log-likelihood at the estimates"),
+    ),
+    "Per snapshot date: the fitted BG/NBD and Gamma-Gamma models behind gold/customer_predictions",
+    ("snapshot_date",),
+)
+
+PREDICTION_TABLES = (CUSTOMER_PREDICTIONS, CLV_MODEL)  # written when predict.enabled
+
 GOLD_TABLES = (
     CUSTOMER_SNAPSHOT,
     SEGMENT_TRANSITIONS,
@@ -276,5 +327,6 @@ ALL_TABLES = (
     SILVER_ACTIVITY_STATE,
     SILVER_QUARANTINE,
     *GOLD_TABLES,
+    *PREDICTION_TABLES,
     PIPELINE_RUNS,
 )

@@ -174,3 +174,46 @@ def test_a_degenerate_population_records_the_reason_and_predicts_nothing(spark):
     assert model.purchases is None and "0 repeat buyers" in model.reason
     assert predictions(stats, model, ClvParams()).count() == 0
     assert fit(stats.filter(F.lit(False)), day, ClvParams()).reason == "no customers"
+
+
+@pytest.mark.slow
+def test_a_run_with_predictions_publishes_them_gated_and_reconciled(spark, tmp_path):
+    """predict.enabled: each published date gets its model row and one prediction per customer,
+    validated by the gate; a date without enough repeat buyers records why and predicts nothing."""
+    from dataclasses import replace
+
+    from helpers import lake_context
+
+    from clm_spark.app import start_with_deps
+    from clm_spark.config import PredictConfig
+    from clm_spark.sample.generate import generate
+    from clm_spark.tables import CLV_MODEL, CUSTOMER_PREDICTIONS, CUSTOMER_SNAPSHOT, PIPELINE_RUNS
+
+    start = date(2024, 1, 1)
+    generate(tmp_path / "raw", persons=400, days=40, start=start, seed=3, bad_rate=0.0)
+    ctx = lake_context(spark, tmp_path, tmp_path / "raw", "lake", validate=True)
+    ctx = replace(ctx, cfg=replace(ctx.cfg, predict=PredictConfig(enabled=True, min_repeat_buyers=5)))
+    first, later = date(2024, 1, 2), date(2024, 2, 9)
+    result = start_with_deps(ctx, [first, later], "backfill")
+    assert "passed" in result.validation
+
+    models = {r.snapshot_date: r for r in ctx.lake.read(CLV_MODEL).collect()}
+    assert set(models) == {first, later}
+    assert models[first].status == "not_fitted" and "repeat buyers" in models[first].reason
+    fitted = models[later]
+    assert fitted.status == "fitted" and fitted.reason is None, fitted
+    assert fitted.r > 0 and fitted.alpha > 0 and fitted.a > 0 and fitted.b > 0 and fitted.p > 0
+    assert fitted.purchase_patterns <= fitted.customers
+
+    predicted = ctx.lake.read(CUSTOMER_PREDICTIONS)
+    customers = ctx.lake.read(CUSTOMER_SNAPSHOT).filter("is_customer")
+    assert predicted.filter(F.col("snapshot_date") == first).count() == 0
+    mine = predicted.filter(F.col("snapshot_date") == later).select("person_id")
+    theirs = customers.filter(F.col("snapshot_date") == later).select("person_id")
+    assert mine.count() == theirs.count() == fitted.customers
+    assert mine.subtract(theirs).count() == 0
+    deciles = {r[0] for r in predicted.select("churn_risk_decile").distinct().collect()}
+    assert deciles <= set(range(1, 11)) and 1 in deciles
+    [run] = ctx.lake.read(PIPELINE_RUNS).collect()
+    versions = __import__("json").loads(run.table_versions)
+    assert CUSTOMER_PREDICTIONS.name in versions and CLV_MODEL.name in versions

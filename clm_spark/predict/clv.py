@@ -26,12 +26,15 @@ from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.predict.models import (
+    BGNBD_PARAMS,
+    GG_PARAMS,
     Fit,
     expected_purchases,
     fit_bgnbd,
     fit_gamma_gamma,
     p_alive,
 )
+from clm_spark.tables import CLV_MODEL
 
 MONEY = "decimal(18,2)"
 
@@ -42,6 +45,11 @@ class ClvParams:
     horizon_days: int = 365  # predictions cover (D, D + horizon]
     max_patterns: int = 2_000_000  # the driver's bound: refuse a fit above it
     min_repeat_buyers: int = 10  # fewer: the population is degenerate, no fit
+
+    @classmethod
+    def of(cls, predict) -> ClvParams:
+        """From the `predict` section of the config."""
+        return cls(predict.unit_days, predict.horizon_days, predict.max_patterns, predict.min_repeat_buyers)
 
 
 @dataclass(frozen=True)
@@ -170,8 +178,8 @@ def _columns(df: DataFrame, spend: Column, decile: Column, expected: Column) -> 
         F.col("snapshot_date"),
         F.col("person_id"),
         F.col("x").alias("repeat_purchases"),
-        F.col("t_x_days").alias("recency_days_between"),
-        F.col("T_days").alias("age_days"),
+        F.col("t_x_days").alias("first_to_last_order_days"),
+        F.col("T_days").alias("first_order_age_days"),
         F.col("m_x").alias("avg_repeat_value"),
         (F.col("p_alive") if "p_alive" in df.columns else F.lit(None)).cast("double").alias("p_alive"),
         expected.cast("double").alias("expected_purchases"),
@@ -179,3 +187,45 @@ def _columns(df: DataFrame, spend: Column, decile: Column, expected: Column) -> 
         F.round(clv, 2).cast(MONEY).alias("predicted_clv"),
         decile.cast("int").alias("churn_risk_decile"),
     ]
+
+
+def model_rows(spark, fits: list[ClvFit], params: ClvParams) -> DataFrame:
+    """`gold/clv_model`: one row per fitted date, nulls and the reason where a model is missing."""
+    rows = []
+    for f in fits:
+        bg, gg = f.purchases, f.spend
+        status = "not_fitted" if bg is None else ("fitted" if f.reason is None else "not_converged")
+        rows.append(
+            (
+                f.snapshot_date,
+                status,
+                f.reason,
+                int(params.unit_days),
+                int(params.horizon_days),
+                bg.customers if bg else None,
+                gg.customers if gg else None,
+                bg.patterns if bg else None,
+                gg.patterns if gg else None,
+                *([bg.params[k] for k in BGNBD_PARAMS] if bg else [None] * 4),
+                bg.loglik if bg else None,
+                *([gg.params[k] for k in GG_PARAMS] if gg else [None] * 3),
+                gg.loglik if gg else None,
+            )
+        )
+    return spark.createDataFrame(rows, CLV_MODEL.schema)
+
+
+def clv_outputs(
+    valid_orders: DataFrame, dates: list[date], params: ClvParams, keep=lambda df: df
+) -> tuple[DataFrame, DataFrame]:
+    """(`gold/customer_predictions`, `gold/clv_model`) of the dates; one fit per date.
+
+    `keep` persists the calibration statistics, read by every fit and prediction of the dates.
+    """
+    stats = keep(calibration_stats(valid_orders))
+    fits = [fit(stats, day, params) for day in dates]
+    frames = [predictions(stats, f, params) for f in fits]
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    return rows, model_rows(valid_orders.sparkSession, fits, params)
