@@ -214,3 +214,71 @@ def vacuum(config_path: str, retain_hours: float, force: bool) -> dict[str, int]
     lake = open_context(cfg, model).lake
     with lake_lock(cfg.lake.root, "vacuum", [], cfg.lake.lock_wait_seconds, cfg.lake.lock):
         return vacuum_lake(lake, retain_hours, force)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """`clm predict-eval`: the fit of the calibration end, its holdout figures, what was written."""
+
+    fit: object  # predict.clv.ClvFit
+    holdout: object  # predict.clv.Holdout
+    version: int | None
+    warnings: list[str]
+
+
+def predict_eval(config_path: str, calibration_end: date, holdout_days: int) -> EvalResult:
+    cfg, model = prepare(config_path)
+    if holdout_days < 1:
+        raise ConfigError(f"--holdout-days must be >= 1, got {holdout_days}")
+    return predict_eval_with_deps(open_context(cfg, model), calibration_end, holdout_days)
+
+
+def predict_eval_with_deps(ctx: Context, day: date, days: int) -> EvalResult:
+    """Fit on the valid orders as of `day`, compare with the order days of the `days` after it,
+    and record the figures in gold/clv_model (the row of `day`, replaced)."""
+    from pyspark.sql import functions as F
+
+    from clm_spark.lifecycle.snapshot import valid_orders_as_of
+    from clm_spark.lock import lake_lock
+    from clm_spark.predict.clv import (
+        ClvParams,
+        calibration_stats,
+        fit,
+        holdout,
+        model_rows,
+        previous_parameters,
+    )
+    from clm_spark.quality import validate_frames
+    from clm_spark.tables import CLV_MODEL, SILVER_ORDERS
+
+    lake, end = ctx.lake, day + timedelta(days=days)
+    if not lake.exists(SILVER_ORDERS):
+        raise ClmError("no silver/orders yet: run the pipeline first")
+    orders = lake.read(SILVER_ORDERS)
+    latest = orders.agg(F.max("order_date")).first()[0]
+    if latest is None or latest < end:
+        raise ClmError(f"the holdout ends {end}, after the latest order date in silver/orders ({latest})")
+    params = ClvParams.of(ctx.cfg.predict)
+    stats = calibration_stats(valid_orders_as_of(orders, [day])).persist()
+    try:
+        fitted = fit(stats, day, params)
+        if fitted.purchases is None:
+            raise ClmError(f"no model for {day}: {fitted.reason}")
+        figures = holdout(stats, fitted, valid_orders_as_of(orders, [end]), days, params)
+    finally:
+        stats.unpersist()
+    previous = previous_parameters(lake.read(CLV_MODEL), day) if lake.exists(CLV_MODEL) else None
+    row = model_rows(ctx.spark, [fitted], params, previous, {day: figures})
+    warnings = []
+    if ctx.rules is not None:
+        report = validate_frames({CLV_MODEL.name: row}, ctx.rules, checkpoint=False)
+        warnings = [f"{w.check.type} {w.check.kwargs.get('column', '')}".strip() for w in report.warnings]
+        if report.critical_failures:
+            raise ValidationFailed(f"predict-eval {day}: {report.summary()}")
+    with lake_lock(
+        ctx.cfg.lake.root, "predict-eval", [day], ctx.cfg.lake.lock_wait_seconds, ctx.cfg.lake.lock
+    ):
+        written = lake.overwrite(
+            CLV_MODEL, row, replace={"snapshot_date": [day]}, run_id=f"predict-eval-{day}"
+        )
+    return EvalResult(fitted, figures, written.version, warnings)

@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     vacuum.add_argument("--force", action="store_true", help="allow --retain-hours below 168")
 
+    peval = sub.add_parser(
+        "predict-eval",
+        parents=[common],
+        help="fit the CLV models as of a date and compare with the purchases of the days after it",
+    )
+    peval.add_argument("--calibration-end", required=True, help="last day of the calibration (YYYY-MM-DD)")
+    peval.add_argument("--holdout-days", type=int, required=True, help="days after it to compare with")
+
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
@@ -115,9 +123,26 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
         print(f"report: {app.report(config_path, args.out)}")
     elif args.command == "demo":
         _demo(config_path, args)
+    elif args.command == "predict-eval":
+        day = parse_date(args.calibration_end, "--calibration-end")
+        _print_eval(app.predict_eval(config_path, day, args.holdout_days))
     else:  # pragma: no cover - argparse guards this
         raise ClmError(f"unknown command {args.command}")
     return 0
+
+
+def _print_eval(result) -> None:
+    h, p = result.holdout, result.fit.purchases.params
+    print(f"BG/NBD as of {result.fit.snapshot_date}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.items()))
+    print(f"holdout {h.days} days, {h.customers:,} customers: order days predicted vs actual")
+    for b in h.by_frequency:
+        x = f"{b['x']}+" if b["x"] == 7 else str(b["x"])
+        print(f"  x = {x:<3} {b['customers']:>9,} customers  {b['predicted']:>12,.1f}  {b['actual']:>10,}")
+    error = "n/a" if h.relative_error is None else f"{h.relative_error:.1%}"
+    print(f"  total {h.customers:>13,} customers  {h.predicted:>12,.1f}  {h.actual:>10,}  error {error}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    print(f"recorded in gold/clv_model (version {result.version})")
 
 
 def _print_run(result) -> None:

@@ -239,11 +239,12 @@ def compute_outputs(
         **_movement(spark, current, previous, prev_of, model),
     }
     if cfg.predict.enabled:  # scipy is imported only when the models are wanted
-        from clm_spark.predict.clv import ClvParams, clv_outputs
+        from clm_spark.predict.clv import ClvParams, clv_outputs, previous_parameters
 
         with step(f"predict {_label(dates)}"):
             valid = valid_orders_as_of(sources.orders, dates)
-            predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep)
+            before = previous_parameters(lake.read(CLV_MODEL), dates[0]) if lake.exists(CLV_MODEL) else None
+            predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep, before)
         summary = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
         outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted, SEGMENT_SUMMARY: summary}
     return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None)

@@ -69,7 +69,8 @@ def test_both_engines_publish_identical_silver_gold_and_run_records(spark, tmp_p
     ds = _publish_in_steps(spark, raw, tmp_path, "delta-spark")
     assert ds.engine == "delta-spark" and rs.engine == "delta-rs"
     for spec in ALL_TABLES:
-        if spec is PIPELINE_RUNS:
+        assert rs.exists(spec) == ds.exists(spec), spec.name
+        if spec is PIPELINE_RUNS or not rs.exists(spec):  # predictions are off here
             continue
         a, b = _stable(rs.read(spec)), _stable(ds.read(spec))
         assert_df_equality(a, b, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)

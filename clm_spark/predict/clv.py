@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 
@@ -189,12 +190,90 @@ def _columns(df: DataFrame, spend: Column, decile: Column, expected: Column) -> 
     ]
 
 
-def model_rows(spark, fits: list[ClvFit], params: ClvParams) -> DataFrame:
-    """`gold/clv_model`: one row per fitted date, nulls and the reason where a model is missing."""
+@dataclass(frozen=True)
+class Holdout:
+    """Predicted vs actual order days in (D, D + days] for the customers of D."""
+
+    days: int
+    customers: int
+    predicted: float
+    actual: int
+    by_frequency: list[dict]  # {x, customers, predicted, actual}; x = FREQUENCY_CAP means "or more"
+
+    @property
+    def relative_error(self) -> float | None:
+        return abs(self.predicted - self.actual) / self.actual if self.actual else None
+
+
+FREQUENCY_CAP = 7
+
+
+def holdout(
+    stats: DataFrame, model: ClvFit, later_orders: DataFrame, days: int, params: ClvParams
+) -> Holdout:
+    """Compare the fit of D with what its customers bought in the `days` after D.
+
+    `later_orders`: valid orders as of D + days (customer_id, order_date); only order days in
+    (D, D + days] of customers of D count, as the model predicts them.
+    """
+    day = model.snapshot_date
+    of_day = stats.filter(F.col("snapshot_date") == F.lit(day))
+    rows = bgnbd_patterns(of_day).collect()
+    horizon = ClvParams(params.unit_days, days, params.max_patterns, params.min_repeat_buyers)
+    lookup = F.broadcast(_per_pattern(of_day.sparkSession, rows, model.purchases, horizon))
+    window = (F.col("order_date") > F.lit(day)) & (F.col("order_date") <= F.date_add(F.lit(day), days))
+    actual = (
+        later_orders.filter(window)
+        .groupBy(F.col("customer_id").alias("person_id"))
+        .agg(F.countDistinct("order_date").alias("actual"))
+    )
+    joined = of_day.join(lookup, ["x", "t_x_days", "T_days"], "left").join(actual, "person_id", "left")
+    buckets = (
+        joined.groupBy(F.least(F.col("x"), F.lit(FREQUENCY_CAP)).alias("x"))
+        .agg(
+            F.count(F.lit(1)).alias("customers"),
+            F.sum("expected_purchases").alias("predicted"),
+            F.coalesce(F.sum("actual"), F.lit(0)).alias("actual"),
+        )
+        .orderBy("x")
+        .collect()  # at most FREQUENCY_CAP + 1 rows
+    )
+    by_frequency = [
+        {"x": r.x, "customers": r.customers, "predicted": round(r.predicted, 3), "actual": r.actual}
+        for r in buckets
+    ]
+    return Holdout(
+        days,
+        sum(b["customers"] for b in by_frequency),
+        float(sum(r.predicted for r in buckets)),
+        int(sum(b["actual"] for b in by_frequency)),
+        by_frequency,
+    )
+
+
+def drift(params: dict[str, float] | None, previous: dict[str, float] | None) -> float | None:
+    """Largest relative change of the BG/NBD parameters since the previous fit."""
+    if not params or not previous:
+        return None
+    return max(abs(params[k] - previous[k]) / abs(previous[k]) for k in BGNBD_PARAMS)
+
+
+def model_rows(
+    spark,
+    fits: list[ClvFit],
+    params: ClvParams,
+    previous: dict[str, float] | None = None,
+    holdouts: dict[date, Holdout] | None = None,
+) -> DataFrame:
+    """`gold/clv_model`: one row per fitted date, nulls and the reason where a model is missing.
+
+    `previous`: the BG/NBD parameters of the latest fit before the first date (parameter drift).
+    """
     rows = []
-    for f in fits:
+    for f in sorted(fits, key=lambda f: f.snapshot_date):
         bg, gg = f.purchases, f.spend
         status = "not_fitted" if bg is None else ("fitted" if f.reason is None else "not_converged")
+        h = (holdouts or {}).get(f.snapshot_date)
         rows.append(
             (
                 f.snapshot_date,
@@ -210,13 +289,25 @@ def model_rows(spark, fits: list[ClvFit], params: ClvParams) -> DataFrame:
                 bg.loglik if bg else None,
                 *([gg.params[k] for k in GG_PARAMS] if gg else [None] * 3),
                 gg.loglik if gg else None,
+                drift(bg.params if bg else None, previous),
+                *(
+                    (h.days, h.customers, h.predicted, h.actual, h.relative_error, json.dumps(h.by_frequency))
+                    if h
+                    else [None] * 6
+                ),
             )
         )
+        if bg is not None and f.reason is None:
+            previous = bg.params
     return spark.createDataFrame(rows, CLV_MODEL.schema)
 
 
 def clv_outputs(
-    valid_orders: DataFrame, dates: list[date], params: ClvParams, keep=lambda df: df
+    valid_orders: DataFrame,
+    dates: list[date],
+    params: ClvParams,
+    keep=lambda df: df,
+    previous: dict[str, float] | None = None,
 ) -> tuple[DataFrame, DataFrame]:
     """(`gold/customer_predictions`, `gold/clv_model`) of the dates; one fit per date.
 
@@ -228,4 +319,16 @@ def clv_outputs(
     rows = frames[0]
     for frame in frames[1:]:
         rows = rows.unionByName(frame)
-    return rows, model_rows(valid_orders.sparkSession, fits, params)
+    return rows, model_rows(valid_orders.sparkSession, fits, params, previous)
+
+
+def previous_parameters(models: DataFrame, before: date) -> dict[str, float] | None:
+    """The BG/NBD parameters of the latest converged fit dated before `before` (one row read)."""
+    latest = (
+        models.filter((F.col("snapshot_date") < F.lit(before)) & (F.col("status") == "fitted"))
+        .orderBy(F.col("snapshot_date").desc())
+        .select(*BGNBD_PARAMS)
+        .limit(1)
+        .collect()
+    )
+    return latest[0].asDict() if latest else None
