@@ -272,6 +272,22 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
     naive.unpersist()
     duck = _duckdb(str(lake_root), d, params, ctx.model, n_silver, rec)
 
+    # 5. predictions at D (predict.*): the fit on patterns alone, then every customer's values
+    from clm_spark.lifecycle.snapshot import valid_orders_as_of
+    from clm_spark.predict.clv import ClvParams, calibration_stats, fit, predictions
+
+    clv_params = ClvParams.of(cfg.predict)
+    stats = calibration_stats(valid_orders_as_of(sources.orders, [d])).persist(StorageLevel.MEMORY_AND_DISK)
+    n_customers = rec.timed("predict: calibration statistics", stats.count, lambda: n_silver)
+    fitted = rec.timed("predict: fit (patterns to the driver + MLE)", lambda: fit(stats, d, clv_params))
+    rec.timed(
+        "predict: predictions (every customer)",
+        lambda: predictions(stats, fitted, clv_params).write.format("noop").mode("overwrite").save(),
+        lambda: n_customers,
+        lambda: n_customers,
+    )
+    stats.unpersist()
+
     # 4. backfill: N dates ending at D, from cached silver (what `clm backfill` does)
     if backfill_days > 0:
         dates = [d - timedelta(days=i) for i in range(backfill_days - 1, -1, -1)]
@@ -297,6 +313,14 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         "snapshot_ours_silver_over_duckdb": _ratio(secs, "snapshot (ours, silver)", "snapshot (DuckDB)"),
         "snapshot_ours_silver_over_naive": _ratio(secs, "snapshot (ours, silver)", "snapshot (naive)"),
         "naive_mismatches": naive_mismatches,
+        "predict": {
+            "status": fitted.reason or "fitted",
+            "customers": n_customers,
+            "purchase_patterns": fitted.purchases.patterns if fitted.purchases else None,
+            "spend_patterns": fitted.spend.patterns if fitted.spend else None,
+            "seconds": sum(secs[k] for k in secs if k.startswith("predict:")),
+            "fit_seconds": secs["predict: fit (patterns to the driver + MLE)"],
+        },
         "duckdb_mismatches": duck,
         "daily_run_seconds": daily_s,
         "backfill_over_daily_run": (
@@ -322,6 +346,11 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         )
     print(f"  rows differing from the published snapshot: DuckDB {_fmt(duck)}, naive {naive_mismatches}")
     print(f"  daily run (ingest through validation and writes, one new day): {daily_s:.1f}s")
+    pr = result["predict"]
+    print(
+        f"  predictions: {pr['seconds']:.1f}s for {pr['customers']:,} customers "
+        f"(fit {pr['fit_seconds']:.1f}s on {pr['purchase_patterns']} purchase patterns; {pr['status']})"
+    )
     if backfill_days > 0:
         print(f"  backfill of {backfill_days} dates / daily run = {result['backfill_over_daily_run']:.2f}")
     print(

@@ -227,6 +227,12 @@ def test_a_run_with_predictions_publishes_them_gated_and_reconciled(spark, tmp_p
     assert row.parameter_drift is None  # no fit before it (2024-01-02 was not fitted)
     with pytest.raises(ClmError, match="after the latest order date"):
         predict_eval_with_deps(ctx, later, 20)
+    # the HTML report shows the fits and the latest holdout
+    from clm_spark.app import write_report
+
+    page = Path(write_report(ctx.cfg, str(tmp_path / "report.html"), ctx.lake)).read_text()
+    assert "Predicted value: BG/NBD and Gamma-Gamma fits" in page and "Holdout of 2024-01-20: 20 days" in page
+    assert f"/ {h.actual:,}</td>" in page  # the date's predicted / actual order days
     [run] = ctx.lake.read(PIPELINE_RUNS).collect()
     versions = __import__("json").loads(run.table_versions)
     assert CUSTOMER_PREDICTIONS.name in versions and CLV_MODEL.name in versions

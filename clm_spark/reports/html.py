@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 from clm_spark.errors import ClmError
 from clm_spark.lake import Lake, TableSpec
 from clm_spark.lifecycle.segments import DEFAULT_STAGES
-from clm_spark.tables import RFM_CUTPOINTS, SEGMENT_SUMMARY, SEGMENT_TRANSITION_MATRIX
+from clm_spark.tables import CLV_MODEL, RFM_CUTPOINTS, SEGMENT_SUMMARY, SEGMENT_TRANSITION_MATRIX
 
 NEW, LEFT = "(new)", "(left)"
 
@@ -36,6 +37,7 @@ class ReportData:
     matrix: pd.DataFrame  # latest date: from_segment, to_segment, persons
     cutpoints: pd.DataFrame  # latest date: dimension, score, min/max, customers
     latest: date
+    clv: pd.DataFrame | None = None  # gold/clv_model, every date (predict.enabled), else None
 
     @property
     def dates(self) -> list[date]:
@@ -76,7 +78,63 @@ def load_report_data(root: str, lake: Lake | None = None) -> ReportData:
     cutpoints = _read(root, RFM_CUTPOINTS, latest, lake).sort_values(
         ["dimension", "score"], ignore_index=True
     )
-    return ReportData(summary, matrix, cutpoints, latest)
+    clv = None
+    if _exists(root, CLV_MODEL, lake):
+        clv = _read(root, CLV_MODEL, lake=lake).sort_values("snapshot_date", ignore_index=True)
+    return ReportData(summary, matrix, cutpoints, latest, clv)
+
+
+def _exists(root: str, spec: TableSpec, lake: Lake | None) -> bool:
+    if lake is not None:
+        return lake.exists(spec)
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(posixpath.join(root.rstrip("/"), spec.name))
+
+
+def clv_section(data: ReportData) -> str:
+    """The CLV models per date and the latest holdout comparison (empty without predictions)."""
+    if data.clv is None or data.clv.empty:
+        return ""
+
+    def num(v, fmt="{:.4g}"):
+        return "-" if v is None or pd.isna(v) else fmt.format(v)
+
+    rows = "\n".join(
+        "<tr>"
+        + f"<td>{r.snapshot_date}</td><td>{html.escape(str(r.status))}</td>"
+        + "".join(
+            f'<td class="n">{num(getattr(r, k))}</td>' for k in ("r", "alpha", "a", "b", "p", "q", "gamma")
+        )
+        + f'<td class="n">{num(r.parameter_drift, "{:.1%}")}</td>'
+        + f'<td class="n">{num(r.holdout_predicted, "{:,.1f}")} / {num(r.holdout_actual, "{:,.0f}")}</td>'
+        + f'<td class="n">{num(r.holdout_relative_error, "{:.1%}")}</td>'
+        + f"<td>{html.escape(str(r.reason or ''))}</td></tr>"
+        for r in data.clv.itertuples()
+    )
+    part = (
+        "<section><h2>Predicted value: BG/NBD and Gamma-Gamma fits</h2><table><thead><tr><th>date</th>"
+        "<th>status</th>"
+        + "".join(f'<th class="n">{k}</th>' for k in ("r", "alpha", "a", "b", "p", "q", "gamma"))
+        + '<th class="n">drift</th><th class="n">holdout predicted / actual</th><th class="n">error</th>'
+        + f"<th>reason</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    evaluated = data.clv[data.clv["holdout_by_frequency"].notna()]
+    if not evaluated.empty:
+        last = evaluated.iloc[-1]
+        buckets = json.loads(last["holdout_by_frequency"])
+        body = "".join(
+            f'<tr><td>{b["x"]}{"+" if b["x"] == 7 else ""}</td><td class="n">{b["customers"]:,}</td>'
+            f'<td class="n">{b["predicted"]:,.1f}</td><td class="n">{b["actual"]:,}</td></tr>'
+            for b in buckets
+        )
+        part += (
+            f"<h3>Holdout of {last['snapshot_date']}: {int(last['holdout_days'])} days, order days per "
+            "repeat purchases in calibration</h3><table><thead><tr><th>repeat purchases</th>"
+            '<th class="n">customers</th><th class="n">predicted</th><th class="n">actual</th></tr>'
+            f"</thead><tbody>{body}</tbody></table>"
+        )
+    return part + "</section>"
 
 
 def _segment_order(data: ReportData) -> list[str]:
@@ -226,7 +284,7 @@ def render_html_report(data: ReportData) -> str:
         dates=html.escape(dates),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         rows=rows,
-        figures=figures,
+        figures=figures + clv_section(data),
     )
 
 
