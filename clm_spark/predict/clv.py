@@ -116,13 +116,19 @@ def fit(stats: DataFrame, day: date, params: ClvParams) -> ClvFit:
     unit = params.unit_days
     t_x = np.array([r.t_x_days for r in purchase_rows], dtype=float) / unit
     T = np.array([r.T_days for r in purchase_rows], dtype=float) / unit
-    purchases = fit_bgnbd(x, t_x, T, weights)
+    try:
+        purchases = fit_bgnbd(x, t_x, T, weights)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # never crash the run
+        return ClvFit(day, None, None, f"BG/NBD fit failed: {type(exc).__name__}: {exc}")
     spend_rows = _collect_bounded(spend_patterns(of_day), params.max_patterns)
     spend = None
     if spend_rows:
-        spend = fit_gamma_gamma(
-            [r.x for r in spend_rows], [float(r.m_x) for r in spend_rows], [r.n for r in spend_rows]
-        )
+        try:
+            spend = fit_gamma_gamma(
+                [r.x for r in spend_rows], [float(r.m_x) for r in spend_rows], [r.n for r in spend_rows]
+            )
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            return ClvFit(day, purchases, None, f"Gamma-Gamma fit failed: {type(exc).__name__}: {exc}")
     reasons = [
         f"{name} did not converge: {f.message}"
         for name, f in (("BG/NBD", purchases), ("Gamma-Gamma", spend))

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import optimize, special
 
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
+LOG_BOUND = 12.0  # parameters stay within e^-12 .. e^12
 GG_PARAMS = ("p", "q", "gamma")
 
 
@@ -78,23 +79,25 @@ def _fit(loglik, names, start, data, weights, max_iter: int) -> Fit:
         return value if np.isfinite(value) else 1e300
 
     x0 = np.log(np.asarray(start, dtype=float))
-    # Nelder-Mead finds the basin robustly; BFGS on the log scale then polishes to full precision
-    coarse = optimize.minimize(
-        nll, x0, method="Nelder-Mead", options={"maxiter": max_iter, "xatol": 1e-6, "fatol": 1e-8}
+    # bounded quasi-Newton on the log scale: a runaway parameter (a degenerate population) stops
+    # at the bound and is reported as not converged instead of iterating for minutes
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * len(x0)
+    best = optimize.minimize(
+        nll, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": max_iter, "ftol": 1e-13, "gtol": 1e-9}
     )
-    fine = optimize.minimize(nll, coarse.x, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6})
-    best = fine if fine.fun <= coarse.fun else coarse
     params = dict(zip(names, (float(v) for v in np.exp(best.x)), strict=True))
-    ok = bool(np.isfinite(best.fun) and best.fun < 1e300 and (fine.success or coarse.success))
-    return Fit(params, float(-best.fun), ok, str(best.message), int(round(w.sum())), len(w))
+    at_bound = bool(np.any(np.abs(best.x) >= LOG_BOUND - 1e-6))
+    ok = bool(best.success and np.isfinite(best.fun) and best.fun < 1e300 and not at_bound)
+    message = "a parameter reached its bound (degenerate population)" if at_bound else str(best.message)
+    return Fit(params, float(-best.fun), ok, message, int(round(w.sum())), len(w))
 
 
-def fit_bgnbd(x, t_x, T, weights, max_iter: int = 5000) -> Fit:
+def fit_bgnbd(x, t_x, T, weights, max_iter: int = 1000) -> Fit:
     """Maximum-likelihood BG/NBD on patterns (x repeat purchases, t_x last, T age; one time unit)."""
     return _fit(bgnbd_loglik, BGNBD_PARAMS, (1.0, 1.0, 1.0, 1.0), (x, t_x, T), weights, max_iter)
 
 
-def fit_gamma_gamma(x, m, weights, max_iter: int = 5000) -> Fit:
+def fit_gamma_gamma(x, m, weights, max_iter: int = 1000) -> Fit:
     """Maximum-likelihood Gamma-Gamma on repeat buyers' patterns (x > 0, m_x > 0 their mean value)."""
     return _fit(gamma_gamma_loglik, GG_PARAMS, (1.0, 1.0, 1.0), (x, m), weights, max_iter)
 
