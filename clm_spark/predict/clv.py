@@ -96,8 +96,10 @@ def spend_patterns(stats: DataFrame) -> DataFrame:
 
 
 def _collect_bounded(patterns: DataFrame, limit: int) -> list | None:
+    """The patterns in key order (the fit then sums in the same order whatever the partitioning:
+    the same input gives the same estimates to the last bit), or None above `limit`."""
     rows = patterns.limit(limit + 1).collect()
-    return None if len(rows) > limit else rows
+    return None if len(rows) > limit else sorted(rows, key=lambda r: tuple(r[:-1]))
 
 
 def fit(stats: DataFrame, day: date, params: ClvParams) -> ClvFit:
@@ -129,6 +131,8 @@ def fit(stats: DataFrame, day: date, params: ClvParams) -> ClvFit:
             )
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
             return ClvFit(day, purchases, None, f"Gamma-Gamma fit failed: {type(exc).__name__}: {exc}")
+    if spend is not None and spend.params["q"] <= 1:  # no finite mean spend: not usable
+        return ClvFit(day, purchases, None, f"Gamma-Gamma q = {spend.params['q']:.3g} <= 1 (no finite mean)")
     reasons = [
         f"{name} did not converge: {f.message}"
         for name, f in (("BG/NBD", purchases), ("Gamma-Gamma", spend))
