@@ -282,3 +282,17 @@ def predict_eval_with_deps(ctx: Context, day: date, days: int) -> EvalResult:
             CLV_MODEL, row, replace={"snapshot_date": [day]}, run_id=f"predict-eval-{day}"
         )
     return EvalResult(fitted, figures, written.version, warnings)
+
+
+def score_shares(config_path: str, day: date) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """The share of customers per R, F and M score on `day`, computed from silver with the
+    configured scoring (nothing is written), and the scoring method of each dimension."""
+    from clm_spark.lifecycle.transitions import score_shares as shares_of
+    from clm_spark.pipeline import Sources, snapshot_frames, snapshot_params
+
+    cfg, model = prepare(config_path)
+    ctx = open_context(cfg, model)
+    params = snapshot_params(cfg)
+    _, current, _ = snapshot_frames(Sources.read(ctx.lake), [day], params, model, lambda df: df)
+    methods = {dim: ("thresholds" if dim in params.thresholds else "percentile") for dim in "rfm"}
+    return shares_of(current, params.score_bins), methods

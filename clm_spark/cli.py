@@ -77,7 +77,15 @@ def _parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
-    seg_sub.add_parser("check", parents=[common], help="validate the rules and print the coverage grid")
+    check = seg_sub.add_parser(
+        "check", parents=[common], help="validate the rules and print the coverage grid"
+    )
+    check.add_argument(
+        "--date",
+        default=None,
+        help="also print the share of customers per R, F and M score on this date (from silver, "
+        "nothing written): a hollow score shows before publishing",
+    )
     return parser
 
 
@@ -110,7 +118,7 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
     if args.command == "generate":
         _generate(args)
     elif args.command == "segments":
-        _segments_check(config_path)
+        _segments_check(config_path, args.date)
     elif args.command == "run":
         _print_run(app.start(config_path, [parse_date(args.date)], "run"))
     elif args.command == "backfill":
@@ -171,13 +179,28 @@ def _generate(args: argparse.Namespace) -> None:
     )
 
 
-def _segments_check(config_path: str) -> None:
-    from clm_spark.app import prepare
+def _segments_check(config_path: str, day: str | None) -> None:
+    from clm_spark.app import prepare, score_shares
+    from clm_spark.config import parse_date
     from clm_spark.lifecycle.segments import coverage_grid
 
     cfg, model = prepare(config_path)
     print(f"{cfg.segments}: {len(model.rules)} segments, {model.score_bins} score bins - OK")
     coverage_grid(model)
+    if day is None:
+        return
+    shares, methods = score_shares(config_path, parse_date(day))
+    print(
+        f"\nshare of customers per score on {day} ("
+        + ", ".join(f"{d}: {m}" for d, m in methods.items())
+        + ")"
+    )
+    print("  score " + "".join(f"{d:>9}" for d in "rfm"))
+    for score in range(1, model.score_bins + 1):
+        print(f"  {score:>5} " + "".join(f"{shares[d][score]:>9.1%}" for d in "rfm"))
+    hollow = [f"{d} {s}" for d in "rfm" for s, share in shares[d].items() if share == 0]
+    if hollow:
+        print("  hollow scores (no customer): " + ", ".join(hollow) + "; see rfm.scoring in the README")
 
 
 def _demo(config_path: str, args: argparse.Namespace) -> None:

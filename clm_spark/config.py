@@ -42,6 +42,17 @@ class RfmConfig:
     score_bins: int = 5
     percentile: str = "exact"
     approx_relative_error: float = 0.001
+    # per dimension (r, f, m): {method: percentile} (the default) or {method: thresholds, bounds:
+    # [B - 1 ascending values]}; see thresholds() for the normalised form
+    scoring: dict = field(default_factory=dict)
+
+    def thresholds(self) -> dict[str, tuple[Decimal, ...]]:
+        """{dimension: bounds} of the dimensions scored by configured thresholds."""
+        return {
+            dim: tuple(Decimal(str(b)) for b in spec["bounds"])
+            for dim, spec in self.scoring.items()
+            if spec.get("method") == "thresholds"
+        }
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class Config:
 ENGINES = ("auto", "delta-spark", "delta-rs")
 LOCK_MODES = ("auto", "file", "none")
 PERCENTILE_MODES = ("exact", "approx")
+SCORING_METHODS = ("percentile", "thresholds")
 _MAX_RATE_SCALE = 10
 _MAX_RATE_INT_DIGITS = 8
 
@@ -240,6 +252,7 @@ def _check(cfg: Config) -> None:
     ):
         if value < low:
             raise ConfigError(f"config key '{key}': must be >= {low}, got {value}")
+    _check_scoring(cfg.rfm)
     if cfg.rfm.score_bins > 9:
         raise ConfigError("config key 'rfm.score_bins': at most 9 (rfm_cell uses one digit per score)")
     if not 0 < cfg.rfm.approx_relative_error < 0.5:
@@ -249,6 +262,32 @@ def _check(cfg: Config) -> None:
     for key, path in (("segments", cfg.segments), ("validation.expectations", cfg.validation.expectations)):
         if "://" not in path and not Path(path).is_file():
             raise ConfigError(f"config key '{key}': file not found: {path}")
+
+
+def _check_scoring(rfm: RfmConfig) -> None:
+    for dim, spec in rfm.scoring.items():
+        key = f"rfm.scoring.{dim}"
+        if dim not in ("r", "f", "m"):
+            raise ConfigError(f"unknown config key '{key}': dimensions are r, f and m")
+        if not isinstance(spec, dict) or spec.get("method") not in SCORING_METHODS:
+            raise ConfigError(f"config key '{key}.method': percentile or thresholds, got {spec!r}")
+        unknown = set(spec) - {"method", "bounds"}
+        if unknown:
+            raise ConfigError(f"unknown config key '{key}.{sorted(unknown)[0]}'")
+        if spec["method"] == "percentile":
+            if "bounds" in spec:
+                raise ConfigError(f"config key '{key}.bounds': only for method thresholds")
+            continue
+        bounds = spec.get("bounds")
+        numbers = isinstance(bounds, list) and all(
+            isinstance(b, (int, Decimal)) and not isinstance(b, bool) for b in bounds
+        )
+        if not numbers or len(bounds) != rfm.score_bins - 1:
+            raise ConfigError(
+                f"config key '{key}.bounds': {rfm.score_bins - 1} numbers (score_bins - 1), got {bounds!r}"
+            )
+        if any(b < 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+            raise ConfigError(f"config key '{key}.bounds': strictly ascending and >= 0, got {bounds!r}")
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Config:

@@ -142,6 +142,7 @@ def snapshot_params(cfg: Config) -> SnapshotParams:
         score_bins=cfg.rfm.score_bins,
         percentile=cfg.rfm.percentile,
         approx_relative_error=cfg.rfm.approx_relative_error,
+        thresholds=cfg.rfm.thresholds(),
     )
 
 

@@ -47,6 +47,12 @@ def test_loads_defaults_env_and_exact_decimal_rates(conf_dir):
     assert isinstance(cfg.currency.rates["USD"], Decimal)
 
 
+def test_threshold_scoring_is_read_exactly(conf_dir):
+    extra = "rfm: {scoring: {f: {method: thresholds, bounds: [2, 3, 4, 6]}, r: {method: percentile}}}\n"
+    cfg = load_config(_write(conf_dir, BASE + extra))
+    assert cfg.rfm.thresholds() == {"f": (Decimal(2), Decimal(3), Decimal(4), Decimal(6))}
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -59,6 +65,17 @@ def test_loads_defaults_env_and_exact_decimal_rates(conf_dir):
         ("lake: {root: /x, storage_options: [a]}", "config key 'lake.storage_options'"),
         ("visitors: {active_days: 0}", "config key 'visitors.active_days'"),
         ("colour: red", "unknown config key 'colour'"),
+        ("rfm: {scoring: {x: {method: percentile}}}", "unknown config key 'rfm.scoring.x'"),
+        ("rfm: {scoring: {f: {method: quantile}}}", "config key 'rfm.scoring.f.method'"),
+        ("rfm: {scoring: {f: {method: thresholds, bounds: [2, 3, 4]}}}", "'rfm.scoring.f.bounds': 4 numbers"),
+        ("rfm: {scoring: {f: {method: thresholds, bounds: [2, 3, 3, 6]}}}", "strictly ascending"),
+        (
+            "rfm: {scoring: {f: {method: thresholds, bounds: [2, 3, x, 6]}}}",
+            "'rfm.scoring.f.bounds': 4 numbers",
+        ),
+        ("rfm: {scoring: {r: {method: percentile, bounds: [1]}}}", "only for method thresholds"),
+        ("rfm: {scoring: {m: {method: thresholds, bounds: [1, 2, 3, 4], step: 1}}}", "'rfm.scoring.m.step'"),
+        ("predict: {horizon_days: 0}", "config key 'predict.horizon_days'"),
     ],
 )
 def test_bad_values_name_the_key(conf_dir, extra, message):

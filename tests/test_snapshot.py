@@ -26,6 +26,7 @@ from clm_spark.lifecycle.snapshot import (
     carried_state,
     pair_activity,
     score_snapshot,
+    with_rfm_scores,
 )
 from clm_spark.tables import CUSTOMER_SNAPSHOT
 
@@ -348,3 +349,55 @@ def test_a_carried_state_plus_newer_and_late_events_gives_the_snapshot_of_all_ev
     assert not state.serves([day - timedelta(days=1)])
     with pytest.raises(ValueError, match="covers events dated before 2024-03-21: not 2024-03-19"):
         pair_activity(events, day - timedelta(days=1), state)
+
+
+def test_threshold_scoring_fills_the_bins_that_ties_hollow_out(spark):
+    """Most customers bought once: percentiles give f scores 1 and 5 only; bounds 2/3/4/6 give
+    1 / 2 / 3 / 4-5 / 6+ orders -> 1..5. Recency by bounds 30/60/90/180 days (smaller is better);
+    m stays on percentiles; visitors keep null scores."""
+    rows = [  # person, is_customer, recency_days, frequency, monetary
+        ("p1", True, 0, 1, "10.00"),
+        ("p2", True, 30, 1, "10.00"),
+        ("p3", True, 59, 1, "10.00"),
+        ("p4", True, 60, 2, "20.00"),
+        ("p5", True, 120, 3, "30.00"),
+        ("p6", True, 179, 5, "50.00"),
+        ("p7", True, 180, 6, "60.00"),
+        ("p8", True, 400, 9, "90.00"),
+        ("v1", False, None, 0, "0.00"),
+    ]
+    people = spark.createDataFrame(
+        [(D, p, c, r, f, Decimal(m)) for p, c, r, f, m in rows],
+        "snapshot_date date, person_id string, is_customer boolean, recency_days int, frequency int, "
+        "monetary decimal(18,2)",
+    )
+    bounds = {"r": tuple(map(Decimal, (30, 60, 90, 180))), "f": tuple(map(Decimal, (2, 3, 4, 6)))}
+    scored = {r.person_id: r for r in with_rfm_scores(people, SnapshotParams(thresholds=bounds)).collect()}
+    assert [scored[p].f_score for p in ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8")] == [
+        1,
+        1,
+        1,
+        2,
+        3,
+        4,
+        5,
+        5,
+    ]
+    assert [scored[p].r_score for p in ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8")] == [
+        5,
+        4,
+        4,
+        3,
+        2,
+        2,
+        1,
+        1,
+    ]
+    # m by percentiles as before: three tied at the bottom share percentile 0
+    assert [scored[p].m_score for p in ("p1", "p2", "p3", "p8")] == [1, 1, 1, 5]
+    assert scored["p4"].rfm_cell == "323"  # m: 3 of 7 others strictly worse -> 1 + floor(5 * 3/7)
+    v = scored["v1"]
+    assert (v.r_score, v.f_score, v.m_score, v.rfm_cell) == (None, None, None, None)
+    # the default, percentiles everywhere, is unchanged: two orders rank 3 of 7 -> f score 3
+    default = {r.person_id: r.f_score for r in with_rfm_scores(people, SnapshotParams()).collect()}
+    assert default["p1"] == default["p2"] == default["p3"] == 1 and default["p4"] == 3

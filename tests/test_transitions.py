@@ -9,7 +9,13 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
+from clm_spark.lifecycle.transitions import (
+    build_cutpoints,
+    build_matrix,
+    build_summary,
+    build_transitions,
+    score_shares,
+)
 from clm_spark.tables import CUSTOMER_SNAPSHOT, SEGMENT_TRANSITION_MATRIX, SEGMENT_TRANSITIONS
 
 D0, D1 = date(2024, 1, 1), date(2024, 1, 2)
@@ -209,3 +215,19 @@ def test_several_dates_at_once_equal_each_date_alone(spark):
     assert per_date == {D1: (14, 3), d2: (14, 3)}
     lost = {r.snapshot_date: r for r in summary.filter("segment = 'lost'").collect()}
     assert (lost[d2].share, lost[d2].entered, lost[D1].left) == (1 / 3, 1, 1)
+
+
+def test_score_shares_show_every_score_and_the_hollow_ones(spark):
+    rows = [  # is_customer, r, f, m
+        (True, 1, 1, 1),
+        (True, 5, 1, 2),
+        (True, 5, 1, 5),
+        (True, 3, 5, 5),
+        (False, None, None, None),  # visitors are not counted
+    ]
+    snap = spark.createDataFrame(rows, "is_customer boolean, r_score int, f_score int, m_score int")
+    shares = score_shares(snap, 5)
+    assert shares["r"] == {1: 0.25, 2: 0.0, 3: 0.25, 4: 0.0, 5: 0.5}
+    assert shares["f"] == {1: 0.75, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.25}
+    assert shares["m"] == {1: 0.25, 2: 0.25, 3: 0.0, 4: 0.0, 5: 0.5}
+    assert score_shares(snap.filter("false"), 3)["f"] == {1: 0.0, 2: 0.0, 3: 0.0}

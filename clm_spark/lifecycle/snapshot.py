@@ -13,8 +13,8 @@ every event again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -35,6 +35,8 @@ class SnapshotParams:
     score_bins: int = 5
     percentile: str | Callable = "exact"  # exact | approx, or a function (rows, keys, by) -> ranked rows
     approx_relative_error: float = 0.001
+    # dimensions scored by configured bounds instead of percentiles: {"f": (2, 3, 4, 6)}, B - 1 each
+    thresholds: Mapping[str, tuple] = field(default_factory=dict)
 
 
 def as_dates(when: Dates) -> list[date]:
@@ -229,6 +231,18 @@ def _score(pct: str, bins: int) -> Column:
     ).cast("int")
 
 
+_METRIC = {"r": "recency_days", "f": "frequency", "m": "monetary"}
+
+
+def _threshold_score(dim: str, bounds: tuple, bins: int) -> Column:
+    """Configured bounds: f and m score 1 + the bounds the value reaches; r (recency, smaller is
+    better) scores B − the bounds recency_days reaches. Visitors keep null."""
+    metric = F.col(_METRIC[dim])
+    reached = sum((F.when(metric >= F.lit(b), 1).otherwise(0) for b in bounds), F.lit(0))
+    score = F.lit(bins) - reached if dim == "r" else F.lit(1) + reached
+    return F.when(F.col("is_customer"), score).cast("int")
+
+
 def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
     """Percentiles and scores for customers, ranked within their snapshot date; visitors keep nulls."""
     customer = F.col("is_customer")  # visitors get null keys: not ranked, not counted
@@ -244,9 +258,12 @@ def with_rfm_scores(people: DataFrame, params: SnapshotParams) -> DataFrame:
     b = params.score_bins
     out = out.select(
         "*",
-        _score("r_percentile", b).alias("r_score"),
-        _score("f_percentile", b).alias("f_score"),
-        _score("m_percentile", b).alias("m_score"),
+        *[
+            _threshold_score(dim, params.thresholds[dim], b).alias(f"{dim}_score")
+            if dim in params.thresholds
+            else _score(f"{dim}_percentile", b).alias(f"{dim}_score")
+            for dim in "rfm"
+        ],
     )
     return out.withColumn(
         "rfm_cell", F.when(F.col("is_customer"), F.concat_ws("", "r_score", "f_score", "m_score"))

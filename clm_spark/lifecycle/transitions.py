@@ -154,3 +154,18 @@ def build_cutpoints(current: DataFrame, bins: int) -> DataFrame:
         F.col("customers").cast("long"),
         (distinct_scores < F.lit(bins)).alias("is_degenerate"),
     ).select(*[F.col(f.name).cast(f.dataType) for f in RFM_CUTPOINTS.schema.fields])
+
+
+def score_shares(snapshot: DataFrame, bins: int) -> dict[str, dict[int, float]]:
+    """{dimension: {score: share of the customers}} of one date's snapshot, every score 1..B
+    present (0.0 = a hollow bin). At most 3 × B rows reach the driver."""
+    customers = snapshot.filter("is_customer")
+    counts = {dim: dict.fromkeys(range(1, bins + 1), 0) for dim in "rfm"}
+    parts = [
+        customers.groupBy(F.lit(dim).alias("dim"), F.col(f"{dim}_score").alias("score")).count()
+        for dim in "rfm"
+    ]
+    for row in parts[0].unionByName(parts[1]).unionByName(parts[2]).collect():
+        counts[row.dim][row.score] = row["count"]
+    total = sum(counts["r"].values())
+    return {dim: {s: (n / total if total else 0.0) for s, n in per.items()} for dim, per in counts.items()}
