@@ -49,3 +49,8 @@ def print_summary(lake: Lake, out: TextIO) -> None:
     if degenerate:
         dims = ", ".join(sorted(r.dimension for r in degenerate))
         print(f"note: RFM dimension(s) {dims} have fewer distinct scores than bins (many ties)", file=out)
+        print(
+            f"      `clm segments check --date {d}` shows the share per score; rfm.scoring can score"
+            " a dimension by configured thresholds instead (README: Configuration)",
+            file=out,
+        )
