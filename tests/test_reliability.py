@@ -155,7 +155,7 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(spark, ra
     # nothing secret or personal leaks: logs, run records, any string column after bronze
     assert not any(SECRET in out for out in outputs)
     assert all(SECRET not in str(r.asDict()) for r in runs)
-    for spec in DATA_TABLES[2:]:
+    for spec in [t for t in DATA_TABLES[2:] if crash.exists(t)]:  # predictions are off here
         strings = [f.name for f in spec.schema.fields if f.dataType.simpleString() == "string"]
         leaked = crash.read(spec).filter(F.exists(F.array(*strings), lambda c: c.rlike(r"[^\s@<]+@[^\s@>]+")))
         assert leaked.count() == 0, f"an email reached {spec.name}"
