@@ -267,8 +267,7 @@ def predict_eval_with_deps(ctx: Context, day: date, days: int) -> EvalResult:
         figures = holdout(stats, fitted, valid_orders_as_of(orders, [end]), days, params)
     finally:
         stats.unpersist()
-    previous = previous_parameters(lake.read(CLV_MODEL), day) if lake.exists(CLV_MODEL) else None
-    row = model_rows(ctx.spark, [fitted], params, previous, {day: figures})
+    row = model_rows(ctx.spark, [fitted], params, previous_parameters(lake, day), {day: figures})
     warnings = []
     if ctx.rules is not None:
         report = validate_frames({CLV_MODEL.name: row}, ctx.rules, checkpoint=False)

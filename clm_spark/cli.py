@@ -140,11 +140,13 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
 
 
 def _print_eval(result) -> None:
+    from clm_spark.tables import FREQUENCY_CAP
+
     h, p = result.holdout, result.fit.purchases.params
     print(f"BG/NBD as of {result.fit.snapshot_date}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.items()))
     print(f"holdout {h.days} days, {h.customers:,} customers: order days predicted vs actual")
     for b in h.by_frequency:
-        x = f"{b['x']}+" if b["x"] == 7 else str(b["x"])
+        x = f"{b['x']}+" if b["x"] == FREQUENCY_CAP else str(b["x"])
         print(f"  x = {x:<3} {b['customers']:>9,} customers  {b['predicted']:>12,.1f}  {b['actual']:>10,}")
     error = "n/a" if h.relative_error is None else f"{h.relative_error:.1%}"
     print(f"  total {h.customers:>13,} customers  {h.predicted:>12,.1f}  {h.actual:>10,}  error {error}")

@@ -244,7 +244,7 @@ def compute_outputs(
 
         with step(f"predict {_label(dates)}"):
             valid = valid_orders_as_of(sources.orders, dates)
-            before = previous_parameters(lake.read(CLV_MODEL), dates[0]) if lake.exists(CLV_MODEL) else None
+            before = previous_parameters(lake, dates[0])
             predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep, before)
         summary = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
         outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted, SEGMENT_SUMMARY: summary}

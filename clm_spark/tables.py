@@ -282,6 +282,8 @@ CUSTOMER_PREDICTIONS = TableSpec(
     ("snapshot_date",),
 )
 
+FREQUENCY_CAP = 7  # holdout buckets of gold/clv_model: repeat purchases 0 .. 6 and 7 or more
+
 CLV_MODEL = TableSpec(
     "gold/clv_model",
     _schema(
@@ -316,7 +318,7 @@ CLV_MODEL = TableSpec(
         _c(
             "holdout_by_frequency",
             StringType(),
-            "clm predict-eval: JSON [{x, customers, predicted, actual}], x = 7 means 7+",
+            f"clm predict-eval: JSON [{{x, customers, predicted, actual}}], x = {FREQUENCY_CAP} means {FREQUENCY_CAP}+",
         ),
     ),
     "Per snapshot date: the fitted BG/NBD and Gamma-Gamma models behind gold/customer_predictions",

@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import reduce
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -35,7 +36,7 @@ from clm_spark.predict.models import (
     fit_gamma_gamma,
     p_alive,
 )
-from clm_spark.tables import CLV_MODEL
+from clm_spark.tables import CLV_MODEL, FREQUENCY_CAP
 
 MONEY = "decimal(18,2)"
 
@@ -61,6 +62,8 @@ class ClvFit:
     purchases: Fit | None
     spend: Fit | None
     reason: str | None
+    # the (x, t_x, T) patterns the BG/NBD fit used, kept for the per-pattern predictions
+    patterns: list = field(default_factory=list, repr=False, compare=False)
 
 
 def calibration_stats(valid_orders: DataFrame) -> DataFrame:
@@ -130,9 +133,11 @@ def fit(stats: DataFrame, day: date, params: ClvParams) -> ClvFit:
                 [r.x for r in spend_rows], [float(r.m_x) for r in spend_rows], [r.n for r in spend_rows]
             )
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-            return ClvFit(day, purchases, None, f"Gamma-Gamma fit failed: {type(exc).__name__}: {exc}")
+            reason = f"Gamma-Gamma fit failed: {type(exc).__name__}: {exc}"
+            return ClvFit(day, purchases, None, reason, purchase_rows)
     if spend is not None and spend.params["q"] <= 1:  # no finite mean spend: not usable
-        return ClvFit(day, purchases, None, f"Gamma-Gamma q = {spend.params['q']:.3g} <= 1 (no finite mean)")
+        reason = f"Gamma-Gamma q = {spend.params['q']:.3g} <= 1 (no finite mean)"
+        return ClvFit(day, purchases, None, reason, purchase_rows)
     reasons = [
         f"{name} did not converge: {f.message}"
         for name, f in (("BG/NBD", purchases), ("Gamma-Gamma", spend))
@@ -140,7 +145,14 @@ def fit(stats: DataFrame, day: date, params: ClvParams) -> ClvFit:
     ]
     if spend_rows is None:
         reasons.append(f"more than {params.max_patterns} spend patterns")
-    return ClvFit(day, purchases, spend, "; ".join(reasons) or None)
+    return ClvFit(day, purchases, spend, "; ".join(reasons) or None, purchase_rows)
+
+
+def _with_pattern_values(of_day: DataFrame, model: ClvFit, params: ClvParams) -> DataFrame:
+    """The customers of the fitted date with p_alive and expected_purchases over the horizon,
+    computed once per pattern the fit collected and joined back (broadcast)."""
+    lookup = _per_pattern(of_day.sparkSession, model.patterns, model.purchases, params)
+    return of_day.join(F.broadcast(lookup), ["x", "t_x_days", "T_days"], "left")
 
 
 def _per_pattern(spark, rows, purchases: Fit, params: ClvParams) -> DataFrame:
@@ -172,9 +184,7 @@ def predictions(stats: DataFrame, model: ClvFit, params: ClvParams) -> DataFrame
     of_day = stats.filter(F.col("snapshot_date") == F.lit(model.snapshot_date))
     if model.purchases is None:
         return of_day.limit(0).select(*_columns(of_day, F.lit(None), F.lit(None), F.lit(None)))
-    rows = bgnbd_patterns(of_day).collect()  # bounded: the fit above collected the same
-    lookup = F.broadcast(_per_pattern(of_day.sparkSession, rows, model.purchases, params))
-    joined = of_day.join(lookup, ["x", "t_x_days", "T_days"], "left")
+    joined = _with_pattern_values(of_day, model, params)
     spend = _spend(model.spend)
     ranked = with_percentiles(
         joined.withColumn("_risk", 1 - F.col("p_alive")), {"_risk": "_risk_pct"}, by="snapshot_date"
@@ -215,9 +225,6 @@ class Holdout:
         return abs(self.predicted - self.actual) / self.actual if self.actual else None
 
 
-FREQUENCY_CAP = 7
-
-
 def holdout(
     stats: DataFrame, model: ClvFit, later_orders: DataFrame, days: int, params: ClvParams
 ) -> Holdout:
@@ -228,16 +235,14 @@ def holdout(
     """
     day = model.snapshot_date
     of_day = stats.filter(F.col("snapshot_date") == F.lit(day))
-    rows = bgnbd_patterns(of_day).collect()
-    horizon = ClvParams(params.unit_days, days, params.max_patterns, params.min_repeat_buyers)
-    lookup = F.broadcast(_per_pattern(of_day.sparkSession, rows, model.purchases, horizon))
     window = (F.col("order_date") > F.lit(day)) & (F.col("order_date") <= F.date_add(F.lit(day), days))
     actual = (
         later_orders.filter(window)
         .groupBy(F.col("customer_id").alias("person_id"))
         .agg(F.countDistinct("order_date").alias("actual"))
     )
-    joined = of_day.join(lookup, ["x", "t_x_days", "T_days"], "left").join(actual, "person_id", "left")
+    predicted = _with_pattern_values(of_day, model, replace(params, horizon_days=days))
+    joined = predicted.join(actual, "person_id", "left")
     buckets = (
         joined.groupBy(F.least(F.col("x"), F.lit(FREQUENCY_CAP)).alias("x"))
         .agg(
@@ -325,17 +330,18 @@ def clv_outputs(
     """
     stats = keep(calibration_stats(valid_orders))
     fits = [fit(stats, day, params) for day in dates]
-    frames = [predictions(stats, f, params) for f in fits]
-    rows = frames[0]
-    for frame in frames[1:]:
-        rows = rows.unionByName(frame)
+    rows = reduce(DataFrame.unionByName, [predictions(stats, f, params) for f in fits])
     return rows, model_rows(valid_orders.sparkSession, fits, params, previous)
 
 
-def previous_parameters(models: DataFrame, before: date) -> dict[str, float] | None:
-    """The BG/NBD parameters of the latest converged fit dated before `before` (one row read)."""
+def previous_parameters(lake, before: date) -> dict[str, float] | None:
+    """The BG/NBD parameters of the latest converged fit in the lake's gold/clv_model dated
+    before `before` (one row read); None without such a fit."""
+    if not lake.exists(CLV_MODEL):
+        return None
     latest = (
-        models.filter((F.col("snapshot_date") < F.lit(before)) & (F.col("status") == "fitted"))
+        lake.read(CLV_MODEL)
+        .filter((F.col("snapshot_date") < F.lit(before)) & (F.col("status") == "fitted"))
         .orderBy(F.col("snapshot_date").desc())
         .select(*BGNBD_PARAMS)
         .limit(1)

@@ -24,7 +24,13 @@ from matplotlib.figure import Figure
 from clm_spark.errors import ClmError
 from clm_spark.lake import Lake, TableSpec
 from clm_spark.lifecycle.segments import DEFAULT_STAGES
-from clm_spark.tables import CLV_MODEL, RFM_CUTPOINTS, SEGMENT_SUMMARY, SEGMENT_TRANSITION_MATRIX
+from clm_spark.tables import (
+    CLV_MODEL,
+    FREQUENCY_CAP,
+    RFM_CUTPOINTS,
+    SEGMENT_SUMMARY,
+    SEGMENT_TRANSITION_MATRIX,
+)
 
 NEW, LEFT = "(new)", "(left)"
 
@@ -124,7 +130,7 @@ def clv_section(data: ReportData) -> str:
         last = evaluated.iloc[-1]
         buckets = json.loads(last["holdout_by_frequency"])
         body = "".join(
-            f'<tr><td>{b["x"]}{"+" if b["x"] == 7 else ""}</td><td class="n">{b["customers"]:,}</td>'
+            f'<tr><td>{b["x"]}{"+" if b["x"] == FREQUENCY_CAP else ""}</td><td class="n">{b["customers"]:,}</td>'
             f'<td class="n">{b["predicted"]:,.1f}</td><td class="n">{b["actual"]:,}</td></tr>'
             for b in buckets
         )
