@@ -225,7 +225,11 @@ def test_score_shares_show_every_score_and_the_hollow_ones(spark):
         (True, 3, 5, 5),
         (False, None, None, None),  # visitors are not counted
     ]
-    snap = spark.createDataFrame(rows, "is_customer boolean, r_score int, f_score int, m_score int")
+    snap = spark.createDataFrame(
+        [(D1, c, r, f, m, 10, 1, Decimal("1.00")) for c, r, f, m in rows],
+        "snapshot_date date, is_customer boolean, r_score int, f_score int, m_score int, "
+        "recency_days int, frequency int, monetary decimal(18,2)",
+    )
     shares = score_shares(snap, 5)
     assert shares["r"] == {1: 0.25, 2: 0.0, 3: 0.25, 4: 0.0, 5: 0.5}
     assert shares["f"] == {1: 0.75, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.25}

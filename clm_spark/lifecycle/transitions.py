@@ -158,14 +158,9 @@ def build_cutpoints(current: DataFrame, bins: int) -> DataFrame:
 
 def score_shares(snapshot: DataFrame, bins: int) -> dict[str, dict[int, float]]:
     """{dimension: {score: share of the customers}} of one date's snapshot, every score 1..B
-    present (0.0 = a hollow bin). At most 3 × B rows reach the driver."""
-    customers = snapshot.filter("is_customer")
+    present (0.0 = a hollow bin): the customers per score of `build_cutpoints` (≤ 3 × B rows)."""
     counts = {dim: dict.fromkeys(range(1, bins + 1), 0) for dim in "rfm"}
-    parts = [
-        customers.groupBy(F.lit(dim).alias("dim"), F.col(f"{dim}_score").alias("score")).count()
-        for dim in "rfm"
-    ]
-    for row in parts[0].unionByName(parts[1]).unionByName(parts[2]).collect():
-        counts[row.dim][row.score] = row["count"]
+    for row in build_cutpoints(snapshot, bins).select("dimension", "score", "customers").collect():
+        counts[row.dimension][row.score] += row.customers
     total = sum(counts["r"].values())
     return {dim: {s: (n / total if total else 0.0) for s, n in per.items()} for dim, per in counts.items()}
