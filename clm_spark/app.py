@@ -64,7 +64,7 @@ def load_quality_rules(cfg: Config, model: SegmentModel) -> Rules | None:
         return None
     from clm_spark.quality import load_rules
 
-    return load_rules(cfg.validation.expectations, model)
+    return load_rules(cfg.validation.expectations, model, cfg.activation.control_share)
 
 
 def open_context(cfg: Config, model: SegmentModel) -> Context:
@@ -295,3 +295,62 @@ def score_shares(config_path: str, day: date) -> tuple[dict[str, dict[int, float
     _, current, _ = snapshot_frames(Sources.read(ctx.lake), [day], params, model, lambda df: df)
     methods = {dim: ("thresholds" if dim in params.thresholds else "percentile") for dim in "rfm"}
     return shares_of(current, params.score_bins), methods
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: str
+    persons: int  # rows written
+    control_left_out: int  # control-group persons of the segment not written
+    segment_persons: int  # persons of the segment on the date: persons + control_left_out
+
+
+def export(
+    config_path: str, day: date, segment: str, fmt: str, out: str, include_control: bool
+) -> ExportResult:
+    cfg, model = prepare(config_path)
+    _check_export(model, segment, fmt)
+    return export_with_deps(open_context(cfg, model), day, segment, fmt, out, include_control)
+
+
+def _check_export(model: SegmentModel, segment: str, fmt: str) -> None:
+    if segment not in model.ids:
+        raise ConfigError(f"--segment: unknown segment {segment!r} (one of {', '.join(model.ids)})")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format: csv or parquet, got {fmt!r}")
+
+
+def export_with_deps(
+    ctx: Context, day: date, segment: str, fmt: str, out: str, include_control: bool
+) -> ExportResult:
+    """Write one segment's audience of a published date to `out` (a folder, one file), sorted by
+    person; control-group persons stay out unless `include_control` (then they carry the flag).
+    Every person of the segment is either written or counted as left out: nothing goes silently."""
+    from pyspark.sql import functions as F
+
+    from clm_spark.activation.audiences import segment_audience
+    from clm_spark.pipeline import published_dates
+    from clm_spark.tables import CUSTOMER_SNAPSHOT
+
+    _check_export(ctx.model, segment, fmt)
+    if day not in published_dates(ctx.lake):
+        raise ClmError(f"{day} is not published: run `clm run --date {day}` first")
+    if ctx.lake.storage.exists(out):
+        raise ClmError(f"--out {out} exists already: give a new path")
+    snapshot = ctx.lake.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == F.lit(day))
+    members = snapshot.filter(F.col("segment") == F.lit(segment))
+    counts = members.agg(
+        F.count(F.lit(1)).alias("persons"),
+        F.count(F.when(F.col("is_control"), 1)).alias("control"),
+        F.count(F.when(F.col("is_control").isNull(), 1)).alias("unflagged"),
+    ).first()
+    if counts.unflagged:
+        raise ClmError(f"{day} was published before control flags existed: run `clm backfill` for it again")
+    rows = segment_audience(snapshot, segment, include_control)
+    writer = rows.coalesce(1).write.mode("errorifexists")
+    (writer.option("header", True).csv(out) if fmt == "csv" else writer.parquet(out))
+    left_out = 0 if include_control else counts.control
+    return ExportResult(out, counts.persons - left_out, left_out, counts.persons)

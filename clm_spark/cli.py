@@ -75,6 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     peval.add_argument("--calibration-end", required=True, help="last day of the calibration (YYYY-MM-DD)")
     peval.add_argument("--holdout-days", type=int, required=True, help="days after it to compare with")
 
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write one segment's audience of a published date as a file (control group left out)",
+    )
+    export.add_argument("--date", required=True, help="published snapshot date (YYYY-MM-DD)")
+    export.add_argument("--segment", required=True, help="segment id, e.g. cant_lose_them")
+    export.add_argument(
+        "--format", default="csv", choices=("csv", "parquet"), help="file format (default csv)"
+    )
+    export.add_argument("--out", required=True, help="new folder (any Hadoop URI) for the file")
+    export.add_argument(
+        "--include-control",
+        action="store_true",
+        help="keep the control group's persons (flagged is_control) instead of leaving them out",
+    )
+
     seg = sub.add_parser("segments", parents=[common], help="segment rules tools")
     seg_sub = seg.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     check = seg_sub.add_parser(
@@ -134,6 +151,17 @@ def _dispatch(args: argparse.Namespace, config_path: str) -> int:
     elif args.command == "predict-eval":
         day = parse_date(args.calibration_end, "--calibration-end")
         _print_eval(app.predict_eval(config_path, day, args.holdout_days))
+    elif args.command == "export":
+        day = parse_date(args.date)
+        result = app.export(config_path, day, args.segment, args.format, args.out, args.include_control)
+        print(
+            f"exported {result.persons:,} of {result.segment_persons:,} persons of {args.segment} on {day} "
+            f"to {result.out}"
+        )
+        if result.control_left_out:
+            print(
+                f"  {result.control_left_out:,} control-group persons left out (--include-control keeps them)"
+            )
     else:  # pragma: no cover - argparse guards this
         raise ClmError(f"unknown command {args.command}")
     return 0

@@ -87,6 +87,12 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class ActivationConfig:
+    control_share: float = 0.05  # share of persons held out of every campaign (the global control group)
+    control_salt: str = "clm"  # changing it draws a new control group: keep it for the life of the programme
+
+
+@dataclass(frozen=True)
 class Config:
     lake: LakeConfig
     raw: RawConfig
@@ -96,6 +102,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
     segments: str = "segments.yaml"
     spark: dict = field(default_factory=dict)
     source: str = ""
@@ -150,7 +157,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
             return int(value)
     elif typ is float:
-        if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
             try:
@@ -255,6 +262,12 @@ def _check(cfg: Config) -> None:
     _check_scoring(cfg.rfm)
     if cfg.rfm.score_bins > 9:
         raise ConfigError("config key 'rfm.score_bins': at most 9 (rfm_cell uses one digit per score)")
+    if not 0 <= cfg.activation.control_share <= 0.5:
+        raise ConfigError(
+            f"config key 'activation.control_share': a share in [0, 0.5], got {cfg.activation.control_share}"
+        )
+    if not cfg.activation.control_salt.strip():
+        raise ConfigError("config key 'activation.control_salt': must not be empty")
     if not 0 < cfg.rfm.approx_relative_error < 0.5:
         raise ConfigError("config key 'rfm.approx_relative_error': must be in (0, 0.5)")
     if ".." in Path(cfg.lake.root.split("://")[-1]).parts:
@@ -343,6 +356,7 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
             expectations=_resolve(cfg.validation.expectations, base), enabled=cfg.validation.enabled
         ),
         predict=cfg.predict,
+        activation=cfg.activation,
         segments=_resolve(cfg.segments, base),
         spark={str(k): str(v) for k, v in cfg.spark.items()},
         source=source,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from clm_spark.activation.audiences import audience_changes, audience_current, segment_catalog
 from clm_spark.config import Config
 from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
@@ -31,10 +32,13 @@ from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames
 from clm_spark.reports.validation import write_validation_report
 from clm_spark.tables import (
+    AUDIENCE_CHANGES,
+    AUDIENCE_CURRENT,
     CLV_MODEL,
     CUSTOMER_PREDICTIONS,
     CUSTOMER_SNAPSHOT,
     RFM_CUTPOINTS,
+    SEGMENT_CATALOG,
     SEGMENT_SUMMARY,
     SEGMENT_TRANSITION_MATRIX,
     SEGMENT_TRANSITIONS,
@@ -143,6 +147,8 @@ def snapshot_params(cfg: Config) -> SnapshotParams:
         percentile=cfg.rfm.percentile,
         approx_relative_error=cfg.rfm.approx_relative_error,
         thresholds=cfg.rfm.thresholds(),
+        control_share=cfg.activation.control_share,
+        control_salt=cfg.activation.control_salt,
     )
 
 
@@ -160,11 +166,12 @@ def _snapshots_of(lake: Lake, dates: list[date]) -> DataFrame:
     return snapshots.filter(F.col("snapshot_date").isin(*dates) if dates else F.lit(False))
 
 
-def _movement(spark, current, previous, prev_of, model) -> dict:
-    transitions = build_transitions(current, previous, prev_of)
+def _movement(spark, current, previous, prev_of, model, keep) -> dict:
+    transitions = keep(build_transitions(current, previous, prev_of))  # three tables read it
     return {
         SEGMENT_TRANSITIONS: transitions,
         SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, prev_of),
+        AUDIENCE_CHANGES: audience_changes(transitions, current, previous),
         SEGMENT_SUMMARY: build_summary(spark, current, transitions, sorted(prev_of), model),
     }
 
@@ -186,6 +193,7 @@ class Computed:
     others: list[date]  # published dates not among `dates`
     pairs: DataFrame  # per visitor-id pair activity: the next carried state
     state_used: bool
+    replace: dict[TableSpec, dict] = field(default_factory=dict)  # partitions replaced, when not the dates'
 
 
 def _label(dates: list[date]) -> str:
@@ -207,6 +215,9 @@ class _Kept:
     def __call__(self, df: DataFrame) -> DataFrame:
         self.frames.append(df.persist(StorageLevel.MEMORY_AND_DISK))
         return df
+
+    def holds(self, df: DataFrame) -> bool:
+        return any(df is kept for kept in self.frames)
 
     def release(self) -> None:
         for df in self.frames:
@@ -237,8 +248,17 @@ def compute_outputs(
     outputs = {
         CUSTOMER_SNAPSHOT: current,
         RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
-        **_movement(spark, current, previous, prev_of, model),
+        **_movement(spark, current, previous, prev_of, model, keep),
     }
+    replace = {}
+    if not others or dates[-1] > others[-1]:  # the run publishes the latest date: the audience moves on
+        latest = current.filter(F.col("snapshot_date") == F.lit(dates[-1]))
+        outputs[AUDIENCE_CURRENT] = audience_current(latest)
+        # every row goes: the dates in the table, whatever they are, and ours
+        replace[AUDIENCE_CURRENT] = {"snapshot_date": sorted({*dates, *_dates_in(lake, AUDIENCE_CURRENT)})}
+    if not _catalogued(lake, model.version):
+        outputs[SEGMENT_CATALOG] = segment_catalog(spark, model)
+        replace[SEGMENT_CATALOG] = {"rules_version": [model.version]}
     if cfg.predict.enabled:  # scipy is imported only when the models are wanted
         from clm_spark.predict.clv import ClvParams, clv_outputs, previous_parameters
 
@@ -246,9 +266,22 @@ def compute_outputs(
             valid = valid_orders_as_of(sources.orders, dates)
             before = previous_parameters(lake, dates[0])
             predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep, before)
-        summary = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
-        outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted, SEGMENT_SUMMARY: summary}
-    return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None)
+        outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted}
+    outputs[SEGMENT_SUMMARY] = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
+    return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None, replace)
+
+
+def _dates_in(lake: Lake, spec: TableSpec) -> list[date]:
+    if not lake.exists(spec):
+        return []
+    return [r[0] for r in lake.read(spec).select("snapshot_date").distinct().collect()]  # one per date
+
+
+def _catalogued(lake: Lake, version: str) -> bool:
+    """The rules of this version are in gold/segment_catalog already (a few rows per version)."""
+    if not lake.exists(SEGMENT_CATALOG):
+        return False
+    return lake.read(SEGMENT_CATALOG).filter(F.col("rules_version") == F.lit(version)).limit(1).count() > 0
 
 
 def gate_outputs(lake: Lake, rules: Rules | None, run_id: str, computed: Computed, sources: Sources) -> str:
@@ -265,6 +298,8 @@ def gate_outputs(lake: Lake, rules: Rules | None, run_id: str, computed: Compute
         computed.previous,
         computed.prev_of,
         has_input,
+        outputs[SEGMENT_TRANSITIONS],
+        outputs[AUDIENCE_CHANGES],
     )  # validate_frames checkpoints each frame once before GX reads it
     with step(f"validate {_label(dates)}"):
         report = validate_frames(frames, rules)
@@ -283,7 +318,7 @@ def write_outputs(lake: Lake, computed: Computed, run_id: str) -> dict[str, int 
     versions = {}
     with step(f"write {_label(computed.dates)}"):
         for spec, df in computed.outputs.items():
-            replace = {"snapshot_date": computed.dates}
+            replace = computed.replace.get(spec, {"snapshot_date": computed.dates})
             versions[spec.name] = lake.overwrite(spec, df, replace=replace, run_id=run_id).version
     return versions
 
@@ -296,8 +331,7 @@ def recompute_following(
     if not later:
         return {}
     nxt = keep(_snapshots_of(lake, sorted(later)))
-    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model)
-    movement[SEGMENT_TRANSITIONS] = keep(movement[SEGMENT_TRANSITIONS])  # the summary reads it too
+    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep)
     return {
         spec.name: lake.overwrite(spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id).version
         for spec, df in movement.items()
@@ -335,8 +369,7 @@ def publish_dates(
     try:
         computed = compute_outputs(spark, lake, cfg, model, dates, sources, keep)
         # validation and the writes read every output again: compute each one once
-        current = computed.outputs[CUSTOMER_SNAPSHOT]
-        computed.outputs = {s: df if df is current else keep(df) for s, df in computed.outputs.items()}
+        computed.outputs = {s: df if keep.holds(df) else keep(df) for s, df in computed.outputs.items()}
         validation = gate_outputs(lake, rules, run_id, computed, sources)
         versions = write_outputs(lake, computed, run_id)
         versions.update(recompute_following(spark, lake, model, computed, run_id, keep))

@@ -81,12 +81,13 @@ class Rules:
     checks: dict[str, list[Check]]
 
 
-def load_rules(path: str, model: SegmentModel) -> Rules:
-    """Read the expectations file, filling the placeholders from the segment model."""
+def load_rules(path: str, model: SegmentModel, control_share: float = 0.05) -> Rules:
+    """Read the expectations file, filling the placeholders from the segment model and the config."""
     text = Path(path).read_text(encoding="utf-8")
     values = {
         "score_bins": str(model.score_bins),
         "segment_count": str(len(model.rules)),
+        "control_share": repr(float(control_share)),
     }
     for key, value in values.items():
         text = text.replace("${" + key + "}", value)
@@ -237,14 +238,40 @@ def reconciliation(
     previous: DataFrame,
     prev_of: Mapping[date, date | None],
     input_rows: int,
+    transitions: DataFrame,
+    audience: DataFrame,
 ) -> DataFrame:
-    """One row of cross-table totals per snapshot date: summary and matrix must add up to the populations.
+    """One row of cross-table totals per snapshot date: summary and matrix must add up to the
+    populations, the audience changes to the transitions; the control group's size and who
+    left or joined it since the previous date.
 
     `previous` holds the rows of each date's previous snapshot (`prev_of`) under their own date.
     """
     spark = snapshot.sparkSession
     dates = spark.createDataFrame(list(prev_of.items()), "snapshot_date date, previous_date date")
-    persons = snapshot.groupBy("snapshot_date").agg(F.count(F.lit(1)).alias("snapshot_persons"))
+    persons = snapshot.groupBy("snapshot_date").agg(
+        F.count(F.lit(1)).alias("snapshot_persons"),
+        F.count(F.when(F.col("is_control"), 1)).alias("control_persons"),
+    )
+    was = previous.select(
+        F.col("snapshot_date").alias("previous_date"), "person_id", F.col("is_control").alias("was_control")
+    )
+    flips = (
+        snapshot.select("snapshot_date", "person_id", "is_control")
+        .join(dates, "snapshot_date")
+        .join(
+            was, ["previous_date", "person_id"]
+        )  # persons on both dates; a null flag (older rows) never counts
+        .groupBy("snapshot_date")
+        .agg(
+            F.count(F.when(F.col("was_control") & ~F.col("is_control"), 1)).alias("control_left"),
+            F.count(F.when(~F.col("was_control") & F.col("is_control"), 1)).alias("control_joined"),
+        )
+    )
+    rows = [
+        df.groupBy("snapshot_date").agg(F.count(F.lit(1)).alias(name))
+        for df, name in ((transitions, "transitions_rows"), (audience, "audience_rows"))
+    ]
     summed = summary.groupBy("snapshot_date").agg(
         F.sum("persons").alias("summary_persons"), F.count(F.lit(1)).alias("summary_rows")
     )
@@ -261,11 +288,19 @@ def reconciliation(
         "summary_rows",
         "matrix_to_persons",
         "matrix_from_persons",
+        "transitions_rows",
+        "audience_rows",
+        "control_persons",
+        "control_left",
+        "control_joined",
     ]
     return (
         dates.join(persons, "snapshot_date", how="left")
         .join(summed, "snapshot_date", how="left")
         .join(moved, "snapshot_date", how="left")
+        .join(flips, "snapshot_date", how="left")
+        .join(rows[0], "snapshot_date", how="left")
+        .join(rows[1], "snapshot_date", how="left")
         .join(before, "previous_date", how="left")
         .select(
             "snapshot_date",

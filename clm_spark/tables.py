@@ -170,6 +170,12 @@ CUSTOMER_SNAPSHOT = TableSpec(
         _c("segment", StringType(), "lifecycle segment id"),
         _c("segment_name", StringType(), "lifecycle segment display name"),
         _c("stage", StringType(), "lifecycle stage: acquire, retain, increase_value, cherish, reactivate"),
+        _c("is_control", BooleanType(), "in the global control group: never targeted (activation.*)"),
+        _c(
+            "control_mixed",
+            BooleanType(),
+            "an identity merge joined keys from both sides of the control line: left out of lift figures",
+        ),
     ),
     "One row per person in the population of each snapshot date: RFM metrics, scores and segment",
     ("snapshot_date",),
@@ -235,6 +241,70 @@ RFM_CUTPOINTS = TableSpec(
     ),
     "Per snapshot date, RFM dimension and score: the value range it covers and its customers",
     ("snapshot_date",),
+)
+
+_CONTACT = (
+    _c("customer_id", StringType(), "contact key for marketing tools (null: an anonymous visitor)"),
+    _c("has_email", BooleanType(), "the person sent a non-empty email (reachable by email)"),
+    _c("is_control", BooleanType(), "global control group: keep out of every campaign"),
+    _c("control_mixed", BooleanType(), "identity merge crossed the control line: leave out of lift figures"),
+)
+
+AUDIENCE_CHANGES = TableSpec(
+    "gold/audience_changes",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("previous_snapshot_date", DateType(), "the snapshot compared with (null on the first)"),
+        _c("change_id", StringType(), "stable id: sha256 of date, person and both segments (32 hex)"),
+        _c("change", StringType(), "entered (new in the population), left (gone from it) or moved"),
+        _c("person_id", StringType(), "person whose segment (and maybe stage) changed on the date"),
+        *_CONTACT,
+        _c("from_segment", StringType(), "segment on the previous date (null: entered)"),
+        _c("to_segment", StringType(), "segment on this date (null: left)"),
+        _c("from_stage", StringType(), "stage on the previous date"),
+        _c("to_stage", StringType(), "stage on this date"),
+    ),
+    "Per date, one row per person who entered, left or moved between segments, with contact key and "
+    "control flag: what reverse-ETL tools sync (a re-run of a date replaces that date's rows)",
+    ("snapshot_date",),
+)
+
+AUDIENCE_CURRENT = TableSpec(
+    "gold/audience_current",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("person_id", StringType(), "the key: one row per person of the latest snapshot date"),
+        *_CONTACT,
+        _c("segment", StringType(), "segment on the latest date"),
+        _c("segment_name", StringType(), "segment display name"),
+        _c("stage", StringType(), "lifecycle stage"),
+    ),
+    "Every person of the latest published date with segment, contact key and control flag; replaced "
+    "as a whole, so tools diff it by person_id",
+    ("snapshot_date",),
+)
+
+SEGMENT_CATALOG = TableSpec(
+    "gold/segment_catalog",
+    _schema(
+        _c(
+            "rules_version",
+            StringType(),
+            "hash of the segment rules file's content (see SegmentModel.version)",
+        ),
+        _c("position", IntegerType(), "order of the rule: the first matching rule wins"),
+        _c("segment", StringType(), "segment id"),
+        _c("segment_name", StringType(), "display name"),
+        _c("stage", StringType(), "lifecycle stage"),
+        _c("rule", StringType(), "the rule as JSON: when conditions and RFM cells"),
+        _c("goal", StringType(), "what the segment's campaigns aim for"),
+        _c("campaigns", StringType(), "recommended campaign types, comma-separated"),
+        _c("channels", StringType(), "recommended channels, comma-separated"),
+        _c("priority", IntegerType(), "1 = act first"),
+    ),
+    "One row per segment per version of the rules: the conditions and the playbook (goal, campaigns, "
+    "channels, priority) marketing acts on",
+    ("rules_version",),
 )
 
 PIPELINE_RUNS = TableSpec(
@@ -333,6 +403,9 @@ GOLD_TABLES = (
     SEGMENT_TRANSITION_MATRIX,
     SEGMENT_SUMMARY,
     RFM_CUTPOINTS,
+    AUDIENCE_CHANGES,
+    AUDIENCE_CURRENT,
+    SEGMENT_CATALOG,
 )
 
 ALL_TABLES = (

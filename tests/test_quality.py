@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
 from clm_spark import pipeline
+from clm_spark.activation.audiences import audience_changes
 from clm_spark.app import start_with_deps
 from clm_spark.errors import ValidationFailed
 from clm_spark.lifecycle.segments import load_segments
@@ -30,15 +31,19 @@ def rules(model):
     return load_rules("conf/expectations.yaml", model)
 
 
-def _frames(spark, model, current, previous):
+def _frames(spark, model, current, previous, audience=None):
     transitions = build_transitions(current, previous, {D1: D0})
     summary = build_summary(spark, current, transitions, [D1], model)
     matrix = build_matrix(current, previous, {D1: D0})
+    audience = audience_changes(transitions, current, previous) if audience is None else audience
     return {
         "gold/customer_snapshot": current,
         "gold/segment_transitions": transitions,
         "gold/segment_summary": summary,
-        "checks/reconciliation": reconciliation(current, summary, matrix, previous, {D1: D0}, 1),
+        "gold/audience_changes": audience,
+        "checks/reconciliation": reconciliation(
+            current, summary, matrix, previous, {D1: D0}, 1, transitions, audience
+        ),
     }
 
 
@@ -47,7 +52,8 @@ def test_clean_outputs_pass(spark, model, rules):
     persisted = spark.sparkContext._jsc.getPersistentRDDs
     before = persisted().size()
     report = validate_frames(_frames(spark, model, cur, prev), rules)
-    assert report.critical_failures == [] and len(report.results) == 24, report.summary()
+    assert report.critical_failures == [] and len(report.results) == 34, report.summary()
+    assert report.warnings == [], report.summary()
     # the local checkpoint of every frame handed to GX is freed again
     assert persisted().size() == before
 

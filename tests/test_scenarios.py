@@ -1,7 +1,8 @@
 """Golden scenarios, given / when / then, one folder each under tests/scenarios/:
 
 - given/clickstream, given/orders: the raw feeds, as a shop would deliver them;
-- when.yaml: the job (`run` or `backfill`), its dates and the currency rates;
+- when.yaml: the job (`run` or `backfill`), its dates, the currency rates and, optionally, the
+  control group (`activation`);
 - then/<table>.csv: the expected rows of every gold table, worked out by hand.
 
 Every gold table must have its CSV: a scenario cannot silently check only part of the output.
@@ -30,7 +31,7 @@ def expected_rows(spark, case: Path, spec):
     """then/<table>.csv read with the table's own schema (an empty field is null)."""
     path = case / "then" / f"{spec.name.split('/')[-1]}.csv"
     assert path.is_file(), f"{case.name}: no expected rows for {spec.name} ({path.name})"
-    return spark.read.csv(str(path), header=True, schema=spec.schema, enforceSchema=False)
+    return spark.read.csv(str(path), header=True, schema=spec.schema, enforceSchema=False, escape='"')
 
 
 def run_scenario(spark, case: Path, tmp_path: Path):
@@ -46,6 +47,7 @@ def run_scenario(spark, case: Path, tmp_path: Path):
             "currency": {"base": when["currency"]["base"], "rates": rates},
             "segments": str(CONF / "segments.yaml"),
             "validation": {"expectations": str(CONF / "expectations.yaml")},
+            "activation": when.get("activation", {}),
         },
         base=tmp_path,
     )

@@ -28,8 +28,8 @@ STAGE = {
 }
 
 
-def _snap(spark, day, people):
-    """people: (person_id, segment, recency, frequency, monetary, r, f, m)."""
+def _snap(spark, day, people, control=()):
+    """people: (person_id, segment, recency, frequency, monetary, r, f, m); `control`: held-out ids."""
     rows = []
     for pid, seg, rec, freq, money, r, f, m in people:
         is_cust = rec is not None
@@ -58,6 +58,8 @@ def _snap(spark, day, people):
                 seg,
                 seg,
                 STAGE[seg],
+                pid in control,
+                False,
             )
         )
     return spark.createDataFrame(rows, CUSTOMER_SNAPSHOT.schema)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -24,12 +27,24 @@ DEFAULT_STAGES = ("acquire", "retain", "increase_value", "cherish", "reactivate"
 
 
 @dataclass(frozen=True)
+class Playbook:
+    """What a segment is for: its goal, the campaign types and channels that serve it, its priority
+    (1 = act first). Data for marketing tools (gold/segment_catalog); it never changes who is in it."""
+
+    goal: str | None = None
+    campaigns: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     name: str
     stage: str
     when: tuple[tuple[str, object], ...]  # (field, literal | (min, max))
     cells: frozenset[str] | None  # None: any cell (and visitors allowed when `when` says so)
+    playbook: Playbook = dataclasses.field(default_factory=lambda: Playbook())
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,22 @@ class SegmentModel:
         for rule in reversed(self.rules):
             expr = F.when(_matches_spark(rule), F.lit(rule.id)).otherwise(expr)
         return expr
+
+    @property
+    def version(self) -> str:
+        """A short hash of everything the rules say (conditions, names, stages, playbooks): the
+        same rules give the same version wherever they are loaded."""
+        content = {
+            "score_bins": self.score_bins,
+            "stages": list(self.stages),
+            "parameters": self.parameters,
+            "rules": [
+                {**asdict(r), "when": [list(c) for c in r.when], "cells": sorted(r.cells or [])}
+                for r in self.rules
+            ],
+        }
+        text = json.dumps(content, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def lookup(self, attr: str) -> Column:
         pairs = []
@@ -120,6 +151,25 @@ def _parse_cells(item: dict, bins: int, where: str) -> frozenset[str] | None:
     return None
 
 
+PLAYBOOK_KEYS = ("goal", "campaigns", "channels", "priority")
+
+
+def _parse_playbook(item: dict, where: str) -> Playbook:
+    goal = item.get("goal")
+    if goal is not None and (not isinstance(goal, str) or not goal.strip()):
+        raise SegmentRulesError(f"{where}.goal: expected a sentence, got {goal!r}")
+    lists = {}
+    for key in ("campaigns", "channels"):
+        value = item.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise SegmentRulesError(f"{where}.{key}: expected a list of names, got {value!r}")
+        lists[key] = tuple(v.strip() for v in value)
+    priority = item.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int) or priority < 1):
+        raise SegmentRulesError(f"{where}.priority: expected an integer >= 1 (1 = first), got {priority!r}")
+    return Playbook(goal.strip() if goal else None, lists["campaigns"], lists["channels"], priority)
+
+
 def parse_model(raw: dict, source: str = "segments") -> SegmentModel:
     if not isinstance(raw, dict) or not isinstance(raw.get("segments"), list):
         raise SegmentRulesError(f"{source}: expected a mapping with a 'segments' list")
@@ -135,7 +185,7 @@ def parse_model(raw: dict, source: str = "segments") -> SegmentModel:
         if not isinstance(item, dict) or not item.get("id"):
             raise SegmentRulesError(f"{where}: needs an id")
         where = f"{source}: segment '{item['id']}'"
-        extra = set(item) - {"id", "name", "stage", "when", "cells", "ranges"}
+        extra = set(item) - {"id", "name", "stage", "when", "cells", "ranges", *PLAYBOOK_KEYS}
         if extra:
             raise SegmentRulesError(f"{where}: unknown key '{sorted(extra)[0]}'")
         if item["id"] in seen:
@@ -149,7 +199,10 @@ def parse_model(raw: dict, source: str = "segments") -> SegmentModel:
         cells = _parse_cells(item, bins, where)
         if not when and cells is None:
             raise SegmentRulesError(f"{where}: needs when, cells or ranges")
-        rules.append(Rule(item["id"], str(item.get("name", item["id"])), item["stage"], when, cells))
+        playbook = _parse_playbook(item, where)
+        rules.append(
+            Rule(item["id"], str(item.get("name", item["id"])), item["stage"], when, cells, playbook)
+        )
     model = SegmentModel(tuple(rules), bins, stages, params)
     validate(model, source)
     return model

@@ -20,6 +20,7 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from clm_spark.activation.control import bucket_column, control_columns
 from clm_spark.lifecycle.percentiles import with_percentiles
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.tables import CUSTOMER_SNAPSHOT, MONEY
@@ -37,6 +38,8 @@ class SnapshotParams:
     approx_relative_error: float = 0.001
     # dimensions scored by configured bounds instead of percentiles: {"f": (2, 3, 4, 6)}, B - 1 each
     thresholds: Mapping[str, tuple] = field(default_factory=dict)
+    control_share: float = 0.05  # the global control group (activation.*)
+    control_salt: str = "clm"
 
 
 def as_dates(when: Dates) -> list[date]:
@@ -145,14 +148,15 @@ def carried_state(pairs: DataFrame, when: Dates) -> DataFrame:
     return pairs.groupBy("anonymous_id", "customer_id").agg(*_merged())
 
 
-def person_activity(pairs: DataFrame, when: Dates) -> DataFrame:
+def person_activity(pairs: DataFrame, when: Dates, salt: str = "clm") -> DataFrame:
     """Per snapshot date and person: first/last event date, has_email, known customer id (SPEC §8.9–8.12).
 
     `pairs` comes from `pair_activity`: events reduced to one row per (anonymous_id, customer_id,
     first date seeing them), then fanned out to each date. The identity links are the pairs
     carrying both ids (what silver/identity holds, summarised): the latest such pair of a visitor
     up to D, ties to the larger id, maps it. A window over the visitor's rows finds it, so neither
-    the 22M links nor a join is needed. An event's own customer_id wins.
+    the 22M links nor a join is needed. An event's own customer_id wins. The control-group buckets
+    (`salt`) of the visitor keys merged into a customer are kept as their min and max.
     """
     dates = as_dates(when)
     facts = ["first_event_date", "last_event_date", "has_email"]
@@ -172,15 +176,22 @@ def person_activity(pairs: DataFrame, when: Dates) -> DataFrame:
     latest_link = F.max(F.when(is_link, F.struct("last_seen", "customer_id"))).over(visitor_rows)
     known = F.coalesce("customer_id", latest_link.getField("customer_id"))
     mapped = per_date.select("snapshot_date", "anonymous_id", known.alias("known_customer_id"), *facts)
-    person = F.coalesce("known_customer_id", F.concat(F.lit("anon:"), F.col("anonymous_id")))
+    visitor_key = F.concat(F.lit("anon:"), F.col("anonymous_id"))
+    person = F.coalesce("known_customer_id", visitor_key)
+    # a visitor key merged into a customer: hashed only for those rows (the rest are the person's own)
+    merged = F.when(F.col("known_customer_id").isNotNull(), bucket_column(salt, visitor_key))
     return (
-        mapped.select("snapshot_date", person.alias("person_id"), "known_customer_id", *facts)
+        mapped.select(
+            "snapshot_date", person.alias("person_id"), "known_customer_id", *facts, merged.alias("_linked")
+        )
         .groupBy("snapshot_date", "person_id")
         .agg(
             F.min("first_event_date").alias("first_event_date"),
             F.max("last_event_date").alias("last_event_date"),
             F.max("has_email").alias("ev_has_email"),
             F.max("known_customer_id").alias("known_customer_id"),
+            F.min("_linked").alias("linked_bucket_min"),
+            F.max("_linked").alias("linked_bucket_max"),
         )
     )
 
@@ -284,7 +295,7 @@ def build_people(
 def people_of(pairs: DataFrame, orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
     """`build_people` from the visitor pairs of `pair_activity` (the pipeline keeps them for the state)."""
     dates = as_dates(when)
-    activity = person_activity(pairs, dates)
+    activity = person_activity(pairs, dates, params.control_salt)
     metrics = customer_metrics(valid_orders_as_of(orders, dates), params.lookback_days)
     people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
@@ -304,6 +315,9 @@ def people_of(pairs: DataFrame, orders: DataFrame, when: Dates, params: Snapshot
         F.datediff(F.col("snapshot_date"), F.col("last_order_date")).cast("int").alias("recency_days"),
         F.coalesce("frequency", F.lit(0)).cast("int").alias("frequency"),
         F.coalesce("monetary", F.lit(0)).cast(MONEY).alias("monetary"),
+        *control_columns(
+            params.control_salt, params.control_share, F.col("linked_bucket_min"), F.col("linked_bucket_max")
+        ),
     )
 
 
