@@ -34,7 +34,7 @@ def test_gold_tables_open_in_deltalake_polars_and_duckdb_with_comments(published
     con.register("gold", table.to_pyarrow_dataset())  # the README's DuckDB recipe
     assert con.sql("select count(*) from gold").fetchall() == [(spark_rows,)]
 
-    assert table.metadata().partition_columns == ["snapshot_date"]
+    assert table.metadata().partition_columns == list(spec.partition_by)
     assert table.metadata().description == spec.comment
     fields = {f["name"]: f["metadata"].get("comment") for f in json.loads(table.schema().to_json())["fields"]}
     assert fields == {f.name: f.metadata["comment"] for f in spec.schema.fields}
@@ -42,7 +42,8 @@ def test_gold_tables_open_in_deltalake_polars_and_duckdb_with_comments(published
 
     actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     assert sum(a["num_records"] for a in actions) == spark_rows  # real per-file statistics
-    assert {str(a["partition.snapshot_date"]) for a in actions} <= {str(d) for d in PUBLISHED_DATES}
+    if spec.partition_by == ("snapshot_date",):
+        assert {str(a["partition.snapshot_date"]) for a in actions} <= {str(d) for d in PUBLISHED_DATES}
 
 
 def test_html_report_is_self_contained_and_matches_the_summary(published, tmp_path):
@@ -71,3 +72,21 @@ def test_notebook_runs_headless_on_a_published_lake(published, monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
     assert f"latest {PUBLISHED_DATES[-1]}" in "".join(o.get("text", "") for o in outputs)
+
+
+def test_audiences_follow_the_published_dates(published):
+    """audience_current holds the latest date's persons only; audience_changes one row per transition."""
+    from pyspark.sql import functions as F
+
+    from clm_spark.tables import AUDIENCE_CHANGES, AUDIENCE_CURRENT, CUSTOMER_SNAPSHOT, SEGMENT_TRANSITIONS
+
+    lake, latest = published.lake, PUBLISHED_DATES[-1]
+    current = lake.read(AUDIENCE_CURRENT)
+    assert [r[0] for r in current.select("snapshot_date").distinct().collect()] == [latest]
+    snapshot = lake.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == latest)
+    keys = ["person_id", "segment", "is_control", "control_mixed"]
+    assert current.select(keys).exceptAll(snapshot.select(keys)).count() == 0
+    assert current.count() == snapshot.count()
+    changes = lake.read(AUDIENCE_CHANGES).groupBy("snapshot_date").count().orderBy("snapshot_date").collect()
+    moves = lake.read(SEGMENT_TRANSITIONS).groupBy("snapshot_date").count().orderBy("snapshot_date").collect()
+    assert changes == moves and len(changes) == len(PUBLISHED_DATES)
