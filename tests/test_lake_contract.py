@@ -123,6 +123,29 @@ def test_schema_mismatch_is_refused_before_writing(spark, lake):
     assert lake.version(SPEC) == 1
 
 
+def test_a_table_of_an_earlier_release_gains_the_new_columns(spark, lake):
+    """New columns are appended to a declared schema: an older table reads them as null, and the
+    first write adds them (with their comments); a table that differs otherwise is still refused."""
+    old = TableSpec(SPEC.name, StructType(SPEC.schema.fields[:3]), SPEC.comment, SPEC.partition_by)
+    lake.append(old, spark.createDataFrame([r[:3] for r in ROWS], old.schema), run_id="r1")
+    before = lake.read(SPEC).orderBy("id").collect()
+    assert [(r.id, r.n, r.at) for r in before] == [("a", None, None), ("b", None, None), ("c", None, None)]
+    lake.overwrite(SPEC, _df(spark, ROWS[2:]), replace={"day": [D2]}, run_id="r2")
+    assert [(r.id, r.n) for r in lake.read(SPEC).orderBy("id").collect()] == [
+        ("a", None),
+        ("b", None),
+        ("c", 3),
+    ]
+    fields = json.loads(DeltaTable(lake.path(SPEC)).schema().to_json())["fields"]
+    assert [(f["name"], f["metadata"].get("comment")) for f in fields][3:] == [
+        ("n", "a count"),
+        ("at", "an instant"),
+    ]
+    reordered = TableSpec(SPEC.name, StructType([SPEC.schema.fields[1], SPEC.schema.fields[0]]), "", ("day",))
+    with pytest.raises(LakeError, match="schema differs"):
+        lake.append(reordered, spark.createDataFrame([("z", D1)], reordered.schema), run_id="r3")
+
+
 def test_table_names_cannot_escape_the_root(lake):
     with pytest.raises(LakeError, match="escape"):
         lake.path("../outside")

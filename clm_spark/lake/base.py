@@ -81,6 +81,15 @@ def assert_schema(spec: TableSpec, actual: StructType, what: str = "data") -> No
         raise LakeError(f"{spec.name}: {what} schema differs from the declared schema: {diff[:4]}")
 
 
+def added_columns(spec: TableSpec, actual: StructType) -> list:
+    """The declared columns a table written by an earlier release lacks: the table's columns must be
+    the declared ones' beginning (new columns are only ever appended); anything else is refused."""
+    have, want = _sig(actual), _sig(spec.schema)
+    if want[: len(have)] != have:
+        assert_schema(spec, actual, what="table")
+    return spec.schema.fields[len(have) :]
+
+
 def replace_predicate(replace: Mapping[str, Sequence]) -> str:
     """A SQL predicate over partition columns, e.g. snapshot_date IN ('2024-01-01')."""
     parts = []

@@ -16,7 +16,7 @@ import uuid
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+from deltalake import CommitProperties, DeltaTable, Field, Schema, Transaction
 from deltalake.transaction import AddAction
 from pyspark.sql import DataFrame
 
@@ -28,6 +28,7 @@ from clm_spark.lake.base import (
     TableSpec,
     Txn,
     WriteResult,
+    added_columns,
     assert_schema,
     partition_value,
 )
@@ -135,7 +136,11 @@ class DeltaRsLake(Lake):
         self.create(spec)
         table_path = self.path(spec)
         table = self._open(table_path)
-        assert_schema(spec, _spark_schema(table), what="table")
+        added = added_columns(spec, _spark_schema(table))
+        if added:  # a table of an earlier release: add the new columns (older rows read null)
+            table.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in added])
+            log.info("%s: added column(s) %s", spec.name, ", ".join(f.name for f in added))
+            table = self._open(table_path)
         if self._skip(spec, txn):
             log.info("%s: write %s already committed, skipped", spec.name, txn)
             return WriteResult(version=table.version(), skipped=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from clm_spark import compat
 from clm_spark.errors import LakeError
@@ -15,6 +16,7 @@ from clm_spark.lake.base import (
     TableSpec,
     Txn,
     WriteResult,
+    added_columns,
     assert_schema,
     replace_predicate,
 )
@@ -98,7 +100,14 @@ class DeltaSparkLake(Lake):
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(self.path(spec)).select(*spec.columns)
+        df = reader.load(self.path(spec))
+        have = set(df.columns)  # a table of an earlier release lacks the newer columns: null
+        return df.select(
+            *[
+                F.col(f.name) if f.name in have else F.lit(None).cast(f.dataType).alias(f.name)
+                for f in spec.schema
+            ]
+        )
 
     def append(self, spec: TableSpec, df: DataFrame, *, run_id: str, txn: Txn | None = None) -> WriteResult:
         return self._write(spec, df, "append", None, run_id, txn)
@@ -111,6 +120,10 @@ class DeltaSparkLake(Lake):
     def _write(self, spec, df, mode, predicate, run_id, txn) -> WriteResult:
         assert_schema(spec, df.schema)
         self.create(spec)
+        added = added_columns(spec, self.spark.read.format("delta").load(self.path(spec)).schema)
+        if added:  # a table of an earlier release: add the new columns (older rows read null)
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT {_quoted(f)}" for f in added)
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(spec)}` ADD COLUMNS ({columns})")
         if self._skip(spec, txn):
             return WriteResult(version=self.version(spec), skipped=True)
         writer = df.select(*spec.columns).write.format("delta").mode(mode).options(**WRITE_OPTIONS)
@@ -125,3 +138,7 @@ class DeltaSparkLake(Lake):
         if self.hooks.after_commit:
             self.hooks.after_commit(spec.name)
         return WriteResult(version=self.version(spec))
+
+
+def _quoted(field) -> str:
+    return "'" + field.metadata.get("comment", "").replace("\\", "\\\\").replace("'", "\\'") + "'"
