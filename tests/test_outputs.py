@@ -90,3 +90,23 @@ def test_audiences_follow_the_published_dates(published):
     changes = lake.read(AUDIENCE_CHANGES).groupBy("snapshot_date").count().orderBy("snapshot_date").collect()
     moves = lake.read(SEGMENT_TRANSITIONS).groupBy("snapshot_date").count().orderBy("snapshot_date").collect()
     assert changes == moves and len(changes) == len(PUBLISHED_DATES)
+
+
+def test_console_summary_states_the_control_group_and_the_day_s_changes(published):
+    import io
+
+    from pyspark.sql import functions as F
+
+    from clm_spark.reports.summary import print_summary
+    from clm_spark.tables import AUDIENCE_CHANGES, CUSTOMER_SNAPSHOT
+
+    out = io.StringIO()
+    print_summary(published.lake, out)
+    latest = PUBLISHED_DATES[-1]
+    snapshot = published.lake.read(CUSTOMER_SNAPSHOT).filter(F.col("snapshot_date") == latest)
+    control = snapshot.filter("is_control").count()
+    entered = published.lake.read(AUDIENCE_CHANGES).filter(F.col("snapshot_date") == latest)
+    entered = entered.filter("change = 'entered'").count()
+    text = out.getvalue()
+    assert f"Segment summary for {latest}" in text
+    assert f"control group: {control:,} persons" in text and f"{entered:,} entered" in text

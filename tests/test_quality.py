@@ -52,7 +52,7 @@ def test_clean_outputs_pass(spark, model, rules):
     persisted = spark.sparkContext._jsc.getPersistentRDDs
     before = persisted().size()
     report = validate_frames(_frames(spark, model, cur, prev), rules)
-    assert report.critical_failures == [] and len(report.results) == 34, report.summary()
+    assert report.critical_failures == [] and len(report.results) == 33, report.summary()
     assert report.warnings == [], report.summary()
     # the local checkpoint of every frame handed to GX is freed again
     assert persisted().size() == before

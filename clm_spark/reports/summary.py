@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from clm_spark.lake import Lake
 from clm_spark.pipeline import published_dates
-from clm_spark.tables import RFM_CUTPOINTS, SEGMENT_SUMMARY
+from clm_spark.tables import AUDIENCE_CHANGES, CUSTOMER_SNAPSHOT, RFM_CUTPOINTS, SEGMENT_SUMMARY
 
 
 def print_summary(lake: Lake, out: TextIO) -> None:
@@ -39,6 +39,7 @@ def print_summary(lake: Lake, out: TextIO) -> None:
             f"{r.stage:<15}{r.segment:<22}{r.persons:>9,}{r.share:>8.1%}{r.entered:>9,}{r.left:>7,}{avg:>14}",
             file=out,
         )
+    _print_activation(lake, d, out)
     degenerate = (
         lake.read(RFM_CUTPOINTS)
         .filter((F.col("snapshot_date") == F.lit(d)) & F.col("is_degenerate"))
@@ -54,3 +55,31 @@ def print_summary(lake: Lake, out: TextIO) -> None:
             " a dimension by configured thresholds instead (README: Configuration)",
             file=out,
         )
+
+
+def _print_activation(lake: Lake, d, out: TextIO) -> None:
+    """The control group's size and the day's audience changes (two one-row aggregates)."""
+    if not lake.exists(AUDIENCE_CHANGES):
+        return
+    on_d = F.col("snapshot_date") == F.lit(d)
+    flags = (
+        lake.read(CUSTOMER_SNAPSHOT)
+        .filter(on_d)
+        .agg(
+            F.count(F.lit(1)).alias("persons"),
+            F.count(F.when(F.col("is_control"), 1)).alias("control"),
+            F.count(F.when(F.col("control_mixed"), 1)).alias("mixed"),
+        )
+        .first()
+    )
+    kinds = {
+        r.change: r["count"]
+        for r in lake.read(AUDIENCE_CHANGES).filter(on_d).groupBy("change").count().collect()
+    }
+    share = flags.control / flags.persons if flags.persons else 0.0
+    print(
+        f"control group: {flags.control:,} persons ({share:.1%}; {flags.mixed:,} mixed by identity merges); "
+        f"audience changes on {d}: "
+        + ", ".join(f"{kinds.get(k, 0):,} {k}" for k in ("entered", "left", "moved")),
+        file=out,
+    )
