@@ -93,6 +93,11 @@ class ActivationConfig:
 
 
 @dataclass(frozen=True)
+class KpisConfig:
+    retention_days: int = 90  # gold/lifecycle_kpis: retention and churn over (D - retention_days, D]
+
+
+@dataclass(frozen=True)
 class Config:
     lake: LakeConfig
     raw: RawConfig
@@ -103,6 +108,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
+    kpis: KpisConfig = field(default_factory=KpisConfig)
     segments: str = "segments.yaml"
     spark: dict = field(default_factory=dict)
     source: str = ""
@@ -256,6 +262,7 @@ def _check(cfg: Config) -> None:
         ("predict.horizon_days", cfg.predict.horizon_days, 1),
         ("predict.max_patterns", cfg.predict.max_patterns, 1),
         ("predict.min_repeat_buyers", cfg.predict.min_repeat_buyers, 1),
+        ("kpis.retention_days", cfg.kpis.retention_days, 1),
     ):
         if value < low:
             raise ConfigError(f"config key '{key}': must be >= {low}, got {value}")
@@ -357,6 +364,7 @@ def config_from_dict(raw: dict, base: Path, source: str = "") -> Config:
         ),
         predict=cfg.predict,
         activation=cfg.activation,
+        kpis=cfg.kpis,
         segments=_resolve(cfg.segments, base),
         spark={str(k): str(v) for k, v in cfg.spark.items()},
         source=source,

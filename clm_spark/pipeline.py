@@ -16,12 +16,14 @@ from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders, refined_batch
 from clm_spark.lake import Lake, TableSpec
+from clm_spark.lifecycle.kpis import build_kpis
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import (
     CarriedState,
     SnapshotParams,
     as_dates,
     carried_state,
+    identity_links,
     pair_activity,
     people_of,
     score_snapshot,
@@ -37,6 +39,7 @@ from clm_spark.tables import (
     CLV_MODEL,
     CUSTOMER_PREDICTIONS,
     CUSTOMER_SNAPSHOT,
+    LIFECYCLE_KPIS,
     RFM_CUTPOINTS,
     SEGMENT_CATALOG,
     SEGMENT_SUMMARY,
@@ -166,12 +169,27 @@ def _snapshots_of(lake: Lake, dates: list[date]) -> DataFrame:
     return snapshots.filter(F.col("snapshot_date").isin(*dates) if dates else F.lit(False))
 
 
-def _movement(spark, current, previous, prev_of, model, keep) -> dict:
+@dataclass(frozen=True)
+class KpiInputs:
+    """What the KPIs need beyond the snapshots: the valid orders as of the dates and the identity links."""
+
+    valid_orders: DataFrame
+    links: DataFrame
+    retention_days: int
+
+
+def _movement(spark, current, previous, prev_of, model, keep, kpi: KpiInputs) -> dict:
+    """The tables of each date that depend on its previous snapshot, the summary last."""
     transitions = keep(build_transitions(current, previous, prev_of))  # three tables read it
+    matrix = keep(build_matrix(current, previous, prev_of))
+    kpis = build_kpis(
+        spark, current, previous, prev_of, matrix, kpi.valid_orders, kpi.links, model, kpi.retention_days
+    )
     return {
         SEGMENT_TRANSITIONS: transitions,
-        SEGMENT_TRANSITION_MATRIX: build_matrix(current, previous, prev_of),
+        SEGMENT_TRANSITION_MATRIX: matrix,
         AUDIENCE_CHANGES: audience_changes(transitions, current, previous),
+        LIFECYCLE_KPIS: kpis,
         SEGMENT_SUMMARY: build_summary(spark, current, transitions, sorted(prev_of), model),
     }
 
@@ -245,10 +263,12 @@ def compute_outputs(
     previous = keep(_snapshots_of(lake, stored)).unionByName(
         current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
     )
+    valid = keep(valid_orders_as_of(sources.orders, dates))  # the KPIs and the predictions read them
+    kpi = KpiInputs(valid, identity_links(pairs, dates), cfg.kpis.retention_days)
     outputs = {
         CUSTOMER_SNAPSHOT: current,
         RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
-        **_movement(spark, current, previous, prev_of, model, keep),
+        **_movement(spark, current, previous, prev_of, model, keep, kpi),
     }
     replace = {}
     if not others or dates[-1] > others[-1]:  # the run publishes the latest date: the audience moves on
@@ -263,7 +283,6 @@ def compute_outputs(
         from clm_spark.predict.clv import ClvParams, clv_outputs, previous_parameters
 
         with step(f"predict {_label(dates)}"):
-            valid = valid_orders_as_of(sources.orders, dates)
             before = previous_parameters(lake, dates[0])
             predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep, before)
         outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted}
@@ -300,6 +319,7 @@ def gate_outputs(lake: Lake, rules: Rules | None, run_id: str, computed: Compute
         has_input,
         outputs[SEGMENT_TRANSITIONS],
         outputs[AUDIENCE_CHANGES],
+        outputs[LIFECYCLE_KPIS],
     )  # validate_frames checkpoints each frame once before GX reads it
     with step(f"validate {_label(dates)}"):
         report = validate_frames(frames, rules)
@@ -324,14 +344,27 @@ def write_outputs(lake: Lake, computed: Computed, run_id: str) -> dict[str, int 
 
 
 def recompute_following(
-    spark: SparkSession, lake: Lake, model: SegmentModel, computed: Computed, run_id: str, keep
+    spark: SparkSession,
+    lake: Lake,
+    cfg: Config,
+    model: SegmentModel,
+    computed: Computed,
+    sources: Sources,
+    run_id: str,
+    keep,
 ) -> dict[str, int | None]:
     """Step 4: published dates right after one of ours get their movement from our snapshot."""
     later = {x: p for x, p in _previous_of(computed.others, computed.dates).items() if p in computed.dates}
     if not later:
         return {}
     nxt = keep(_snapshots_of(lake, sorted(later)))
-    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep)
+    # their conversions need their own orders and links: read from silver (out-of-order runs only)
+    dates = sorted(later)
+    pairs = pair_activity(sources.events, dates)
+    kpi = KpiInputs(
+        valid_orders_as_of(sources.orders, dates), identity_links(pairs, dates), cfg.kpis.retention_days
+    )
+    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep, kpi)
     return {
         spec.name: lake.overwrite(spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id).version
         for spec, df in movement.items()
@@ -372,7 +405,7 @@ def publish_dates(
         computed.outputs = {s: df if keep.holds(df) else keep(df) for s, df in computed.outputs.items()}
         validation = gate_outputs(lake, rules, run_id, computed, sources)
         versions = write_outputs(lake, computed, run_id)
-        versions.update(recompute_following(spark, lake, model, computed, run_id, keep))
+        versions.update(recompute_following(spark, lake, cfg, model, computed, sources, run_id, keep))
         _warn_degenerate(computed.outputs[RFM_CUTPOINTS])
         carried = carry_state(lake, sources, computed.pairs, dates, run_id)
         if carried is not None:

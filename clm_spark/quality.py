@@ -240,6 +240,7 @@ def reconciliation(
     input_rows: int,
     transitions: DataFrame,
     audience: DataFrame,
+    kpis: DataFrame,
 ) -> DataFrame:
     """One row of cross-table totals per snapshot date: summary and matrix must add up to the
     populations, the audience changes to the transitions; the control group's size and who
@@ -272,6 +273,13 @@ def reconciliation(
         df.groupBy("snapshot_date").agg(F.count(F.lit(1)).alias(name))
         for df, name in ((transitions, "transitions_rows"), (audience, "audience_rows"))
     ]
+    scopes = kpis.groupBy("snapshot_date").agg(
+        *[
+            F.sum(F.when(F.col("scope_type") == kind, F.col(column))).alias(f"kpi_{kind}_{column}")
+            for kind in ("all", "stage", "segment")
+            for column in ("population", "revenue_365d")
+        ]
+    )
     summed = summary.groupBy("snapshot_date").agg(
         F.sum("persons").alias("summary_persons"), F.count(F.lit(1)).alias("summary_rows")
     )
@@ -293,6 +301,7 @@ def reconciliation(
         "control_persons",
         "control_left",
         "control_joined",
+        *[f"kpi_{kind}_population" for kind in ("all", "stage", "segment")],
     ]
     return (
         dates.join(persons, "snapshot_date", how="left")
@@ -301,11 +310,18 @@ def reconciliation(
         .join(flips, "snapshot_date", how="left")
         .join(rows[0], "snapshot_date", how="left")
         .join(rows[1], "snapshot_date", how="left")
+        .join(scopes, "snapshot_date", how="left")
         .join(before, "previous_date", how="left")
         .select(
             "snapshot_date",
             *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in totals],
             F.coalesce(F.col("previous_persons"), F.lit(0)).cast("long").alias("previous_persons"),
             F.lit(input_rows).cast("long").alias("input_rows"),
+            *[
+                F.coalesce(F.col(f"kpi_{kind}_revenue_365d"), F.lit(0))
+                .cast("decimal(20,2)")
+                .alias(f"kpi_{kind}_revenue_365d")
+                for kind in ("all", "stage", "segment")
+            ],
         )
     )

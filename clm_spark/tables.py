@@ -307,6 +307,58 @@ SEGMENT_CATALOG = TableSpec(
     ("rules_version",),
 )
 
+_N = LongType()
+_RATE = DoubleType()
+_AVERAGE = DecimalType(24, 8)  # revenue / count: exact enough that count x average is revenue within a cent
+
+LIFECYCLE_KPIS = TableSpec(
+    "gold/lifecycle_kpis",
+    _schema(
+        _SNAPSHOT_DATE,
+        _c("scope_type", StringType(), "all, stage or segment"),
+        _c("scope", StringType(), "'all', the stage or the segment id (every one on every date)"),
+        _c("population", _N, "persons of the scope on D (customer-level)"),
+        _c("customers", _N, "persons with a valid order dated <= D"),
+        _c("visitors", _N, "persons without one"),
+        _c("new_customers", _N, "customers whose first valid order is dated D"),
+        _c("previous_visitors", _N, "visitors of the previous snapshot (scope: their segment/stage then)"),
+        _c(
+            "converted_visitors",
+            _N,
+            "of those, customers on D (an anonymous id counts under the customer it maps to on D)",
+        ),
+        _c("visitor_conversion_rate", _RATE, "converted_visitors / previous_visitors (null when 0)"),
+        _c("repeat_customers", _N, "customers with >= 2 valid orders up to D (lifetime)"),
+        _c("repeat_purchase_rate", _RATE, "repeat_customers / customers"),
+        _c("buyers", _N, "customers with a valid order dated D"),
+        _c("returning_buyers", _N, "buyers whose first valid order is before D"),
+        _c("returning_customer_rate", _RATE, "returning_buyers / buyers (returning + first-time)"),
+        _c("retention_base", _N, "customers already customers at the window start D - kpis.retention_days"),
+        _c("retained", _N, "of those, customers with a valid order in (D - retention_days, D]"),
+        _c("retention_rate", _RATE, "retained / retention_base"),
+        _c("churned", _N, "of the base, no order in the window and in the reactivate stage on D"),
+        _c("churn_rate", _RATE, "churned / retention_base"),
+        _c("orders_d", _N, "valid orders dated D (order-level; latest version as of D decides)"),
+        _c("revenue_d", MONEY, "sum of amount_base of those orders"),
+        _c("orders_30d", _N, "valid orders dated in [D - 29, D] (trailing 30 days)"),
+        _c("revenue_30d", MONEY, "their amount_base"),
+        _c("avg_order_value_30d", _AVERAGE, "revenue_30d / orders_30d (null when no order)"),
+        _c("orders_365d", _N, "valid orders dated in [D - 364, D] (trailing 365 days)"),
+        _c("revenue_365d", MONEY, "their amount_base"),
+        _c("revenue_per_customer_365d", _AVERAGE, "revenue_365d / customers of the scope"),
+        _c(
+            "median_days_first_to_second",
+            DoubleType(),
+            "median days from the first to the second valid order, customers with >= 2 (same day = 0)",
+        ),
+        _c("entered", _N, "persons in the scope on D who were not on the previous date (new included)"),
+        _c("left", _N, "persons in the scope on the previous date who are not on D (leavers included)"),
+    ),
+    "Per snapshot date and scope (all, each stage, each segment): the lifecycle KPIs; definitions in "
+    "docs/tables-and-definitions.md",
+    ("snapshot_date",),
+)
+
 PIPELINE_RUNS = TableSpec(
     "meta/pipeline_runs",
     _schema(
@@ -406,6 +458,7 @@ GOLD_TABLES = (
     AUDIENCE_CHANGES,
     AUDIENCE_CURRENT,
     SEGMENT_CATALOG,
+    LIFECYCLE_KPIS,
 )
 
 ALL_TABLES = (

@@ -45,3 +45,14 @@ def lake_context(
     """A run context over `raw` with a fresh lake of `engine`, from conf/clm.yaml with paths replaced."""
     cfg, model = prepare(str(write_config(tmp, raw, name, validate, engine)))
     return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, engine), load_quality_rules(cfg, model))
+
+
+def kpis_without_orders(spark, current, previous, prev_of, matrix, model):
+    """gold/lifecycle_kpis of hand-built snapshots that have no order rows behind them."""
+    from clm_spark.lifecycle.kpis import build_kpis
+
+    orders = spark.createDataFrame(
+        [], "snapshot_date date, customer_id string, order_date date, amount_base decimal(18,2)"
+    )
+    links = spark.createDataFrame([], "snapshot_date date, anonymous_id string, customer_id string")
+    return build_kpis(spark, current, previous, prev_of, matrix, orders, links, model, 90)

@@ -13,7 +13,7 @@ from datetime import date
 
 import pytest
 from chispa import assert_df_equality
-from helpers import lake_context
+from helpers import kpis_without_orders, lake_context
 from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case, _snap
 
@@ -113,15 +113,17 @@ def _gate(spark, prev, cur, audience=None):
     model = load_segments("conf/segments.yaml", 5)
     transitions = build_transitions(cur, prev, {D1: D0})
     audience = audience_changes(transitions, cur, prev) if audience is None else audience
+    matrix = build_matrix(cur, prev, {D1: D0})
     check = reconciliation(
         cur,
         build_summary(spark, cur, transitions, [D1], model),
-        build_matrix(cur, prev, {D1: D0}),
+        matrix,
         prev,
         {D1: D0},
         1,
         transitions,
         audience,
+        kpis_without_orders(spark, cur, prev, {D1: D0}, matrix, model),
     )
     report = validate_frames({"checks/reconciliation": check}, load_rules("conf/expectations.yaml", model))
     return {r.check.kwargs["column"] for r in report.critical_failures}, {

@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from helpers import lake_context
+from helpers import kpis_without_orders, lake_context
 from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
@@ -36,13 +36,23 @@ def _frames(spark, model, current, previous, audience=None):
     summary = build_summary(spark, current, transitions, [D1], model)
     matrix = build_matrix(current, previous, {D1: D0})
     audience = audience_changes(transitions, current, previous) if audience is None else audience
+    kpis = kpis_without_orders(spark, current, previous, {D1: D0}, matrix, model)
     return {
+        "gold/lifecycle_kpis": kpis,
         "gold/customer_snapshot": current,
         "gold/segment_transitions": transitions,
         "gold/segment_summary": summary,
         "gold/audience_changes": audience,
         "checks/reconciliation": reconciliation(
-            current, summary, matrix, previous, {D1: D0}, 1, transitions, audience
+            current,
+            summary,
+            matrix,
+            previous,
+            {D1: D0},
+            1,
+            transitions,
+            audience,
+            kpis,
         ),
     }
 
@@ -52,7 +62,7 @@ def test_clean_outputs_pass(spark, model, rules):
     persisted = spark.sparkContext._jsc.getPersistentRDDs
     before = persisted().size()
     report = validate_frames(_frames(spark, model, cur, prev), rules)
-    assert report.critical_failures == [] and len(report.results) == 33, report.summary()
+    assert report.critical_failures == [] and len(report.results) == 43, report.summary()
     assert report.warnings == [], report.summary()
     # the local checkpoint of every frame handed to GX is freed again
     assert persisted().size() == before

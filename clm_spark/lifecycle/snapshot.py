@@ -196,6 +196,21 @@ def person_activity(pairs: DataFrame, when: Dates, salt: str = "clm") -> DataFra
     )
 
 
+def identity_links(pairs: DataFrame, when: Dates) -> DataFrame:
+    """(snapshot_date, anonymous_id, customer_id): the customer each linked anonymous id maps to on
+    each date, by the rule of `person_activity` (its latest link up to D, ties to the larger id)."""
+    dates = as_dates(when)
+    links = pairs.filter(F.col("anonymous_id").isNotNull() & F.col("customer_id").isNotNull())
+    per_date = links.select(
+        _each_date_from(F.col("_from"), dates).alias("snapshot_date"),
+        "anonymous_id",
+        F.struct("last_seen", "customer_id").alias("link"),
+    )
+    return per_date.groupBy("snapshot_date", "anonymous_id").agg(
+        F.max("link").getField("customer_id").alias("customer_id")
+    )
+
+
 def valid_orders_as_of(orders: DataFrame, when: Dates) -> DataFrame:
     """Per snapshot date D: the latest version of each order recorded up to D, if placed/completed and dated ≤ D.
 
