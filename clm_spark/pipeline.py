@@ -16,7 +16,7 @@ from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders, refined_batch
 from clm_spark.lake import Lake, TableSpec
-from clm_spark.lifecycle.kpis import build_kpis
+from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import (
     CarriedState,
@@ -37,6 +37,7 @@ from clm_spark.tables import (
     AUDIENCE_CHANGES,
     AUDIENCE_CURRENT,
     CLV_MODEL,
+    COHORT_RETENTION,
     CUSTOMER_PREDICTIONS,
     CUSTOMER_SNAPSHOT,
     LIFECYCLE_KPIS,
@@ -276,6 +277,16 @@ def compute_outputs(
         outputs[AUDIENCE_CURRENT] = audience_current(latest)
         # every row goes: the dates in the table, whatever they are, and ours
         replace[AUDIENCE_CURRENT] = {"snapshot_date": sorted({*dates, *_dates_in(lake, AUDIENCE_CURRENT)})}
+    stored = _cohort_months_in(lake)
+    first = min(stored) if stored else sources.orders.agg(F.min("order_date")).first()[0]
+    months = cohort_months_to_write(
+        max([*dates, *others]), not others or dates[-1] > others[-1], stored, first
+    )
+    if months:  # the open month as of the latest date; ended months once, as of their last day
+        as_of = sorted(set(months.values()))
+        orders = valid if set(as_of) <= set(dates) else valid_orders_as_of(sources.orders, as_of)
+        outputs[COHORT_RETENTION] = build_cohorts(orders, months)
+        replace[COHORT_RETENTION] = {"activity_month": sorted(months)}
     if not _catalogued(lake, model.version):
         outputs[SEGMENT_CATALOG] = segment_catalog(spark, model)
         replace[SEGMENT_CATALOG] = {"rules_version": [model.version]}
@@ -294,6 +305,14 @@ def _dates_in(lake: Lake, spec: TableSpec) -> list[date]:
     if not lake.exists(spec):
         return []
     return [r[0] for r in lake.read(spec).select("snapshot_date").distinct().collect()]  # one per date
+
+
+def _cohort_months_in(lake: Lake) -> dict[date, date]:
+    """Activity month -> the as-of date it was computed at (one row per month reaches the driver)."""
+    if not lake.exists(COHORT_RETENTION):
+        return {}
+    rows = lake.read(COHORT_RETENTION).groupBy("activity_month").agg(F.max("as_of_date")).collect()
+    return {r[0]: r[1] for r in rows}
 
 
 def _catalogued(lake: Lake, version: str) -> bool:

@@ -359,6 +359,34 @@ LIFECYCLE_KPIS = TableSpec(
     ("snapshot_date",),
 )
 
+COHORT_RETENTION = TableSpec(
+    "gold/cohort_retention",
+    _schema(
+        _c("activity_month", DateType(), "first day of the month the row describes"),
+        _c("cohort_month", DateType(), "first day of the month of the customers' first valid order"),
+        _c(
+            "months_since_first",
+            IntegerType(),
+            "activity_month - cohort_month in months (0 = the first month)",
+        ),
+        _c("cohort_size", _N, "customers whose first valid order is in cohort_month"),
+        _c("active_customers", _N, "of them, customers with a valid order dated in activity_month"),
+        _c(
+            "cumulative_revenue",
+            MONEY,
+            "amount_base of the cohort's valid orders from cohort_month through as_of_date",
+        ),
+        _c(
+            "as_of_date",
+            DateType(),
+            "orders as of this date decided (the month's last day once the month has ended: never rewritten)",
+        ),
+    ),
+    "Per activity month and acquisition cohort: size, customers ordering that month and cumulative "
+    "revenue; a month that has ended is final",
+    ("activity_month",),
+)
+
 PIPELINE_RUNS = TableSpec(
     "meta/pipeline_runs",
     _schema(
@@ -459,6 +487,7 @@ GOLD_TABLES = (
     AUDIENCE_CURRENT,
     SEGMENT_CATALOG,
     LIFECYCLE_KPIS,
+    COHORT_RETENTION,
 )
 
 ALL_TABLES = (

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from clm_spark.lifecycle.kpis import build_kpis
+from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.snapshot import valid_orders_as_of
 from clm_spark.lifecycle.transitions import build_matrix
@@ -151,3 +151,50 @@ def test_an_empty_day_has_every_scope_with_zeros_and_no_rates(spark, model):
             and row.avg_order_value_30d is None
             and row.median_days_first_to_second is None
         )
+
+
+def test_cohort_months_ended_are_written_once_as_of_their_last_day():
+    jan, feb, mar = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
+    # first run on 03-10 with orders since January: both ended months, and the open one
+    assert cohort_months_to_write(date(2024, 3, 10), True, {}, date(2024, 1, 15)) == {
+        jan: date(2024, 1, 31),
+        feb: date(2024, 2, 29),
+        mar: date(2024, 3, 10),
+    }
+    stored = {jan: date(2024, 1, 31), feb: date(2024, 2, 29), mar: date(2024, 3, 10)}
+    assert cohort_months_to_write(date(2024, 3, 11), True, stored, jan) == {mar: date(2024, 3, 11)}
+    # March ended without a run on its last day: computed once as of 03-31 when April opens
+    assert cohort_months_to_write(date(2024, 4, 2), True, stored, jan) == {
+        mar: date(2024, 3, 31),
+        date(2024, 4, 1): date(2024, 4, 2),
+    }
+    # a backfill of an older date rewrites nothing: the ended months are final, it is not the latest
+    assert cohort_months_to_write(date(2024, 3, 11), False, stored, jan) == {}
+
+
+def test_cohort_rows_by_hand(spark):
+    """As of 2024-02-29 (February) and 2024-01-31 (January): c1 first ordered in January and again
+    in February, c2 in February; c3 ordered in January, refunded in February (invalid as of 02-29,
+    still valid as of 01-31: January stays as computed then)."""
+    rows = [
+        ("o1", "c1", date(2024, 1, 5), datetime(2024, 1, 5), "completed", Decimal("10.00")),
+        ("o2", "c1", date(2024, 2, 3), datetime(2024, 2, 3), "completed", Decimal("20.00")),
+        ("o3", "c2", date(2024, 2, 4), datetime(2024, 2, 4), "completed", Decimal("5.00")),
+        ("o4", "c3", date(2024, 1, 9), datetime(2024, 1, 9), "completed", Decimal("7.00")),
+        ("o4", "c3", date(2024, 1, 9), datetime(2024, 2, 9), "refunded", Decimal("7.00")),
+    ]
+    schema = "order_id string, customer_id string, order_date date, updated_at timestamp, status string, amount_base decimal(18,2)"
+    orders = spark.createDataFrame(rows, schema)
+    months = {date(2024, 1, 1): date(2024, 1, 31), date(2024, 2, 1): date(2024, 2, 29)}
+    valid = valid_orders_as_of(orders, sorted(months.values()))
+    got = {(r.activity_month.month, r.cohort_month.month): r for r in build_cohorts(valid, months).collect()}
+    by_hand = {  # (size, active, cumulative revenue, months since first)
+        (1, 1): (2, 2, Decimal("17.00"), 0),  # January as of 01-31: c1 and c3, both ordered in January
+        (2, 1): (1, 1, Decimal("30.00"), 1),  # February: c3's refund removed it from the cohort
+        (2, 2): (1, 1, Decimal("5.00"), 0),
+    }
+    assert {
+        k: (r.cohort_size, r.active_customers, r.cumulative_revenue, r.months_since_first)
+        for k, r in got.items()
+    } == by_hand
+    assert {r.as_of_date for r in got.values()} == {date(2024, 1, 31), date(2024, 2, 29)}

@@ -10,13 +10,13 @@ docs/tables-and-definitions.md for each metric's window, denominator and grain.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import SegmentModel
-from clm_spark.tables import LIFECYCLE_KPIS, MONEY
+from clm_spark.tables import COHORT_RETENTION, LIFECYCLE_KPIS, MONEY
 
 CHURN_STAGE = "reactivate"  # customers who lapse move here (SEGMENTS.md)
 SCOPE_KEYS = ["snapshot_date", "scope_type", "scope"]
@@ -234,3 +234,65 @@ def build_kpis(
         ),
     )
     return rated.select(*[F.col(f.name).cast(f.dataType) for f in LIFECYCLE_KPIS.schema.fields])
+
+
+def month_start(d: date) -> date:
+    return d.replace(day=1)
+
+
+def month_end(d: date) -> date:
+    following = (d.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return following - timedelta(days=1)
+
+
+def cohort_months_to_write(
+    latest: date, publishes_latest: bool, stored: Mapping[date, date], first_month: date | None
+) -> dict[date, date]:
+    """Activity month -> the as-of date to compute it at.
+
+    `latest` is the latest published date, ours included; `stored` maps each activity month in
+    gold/cohort_retention to the as-of date it was computed at; `first_month` is the month of the
+    first order in silver (None: no order yet). The month of the latest date is open: a run that
+    publishes the latest date rewrites it as of that date. Every month before it, from the first
+    order's on, is computed once as of its last day and never again (a later refund does not
+    reach it).
+    """
+    out = {month_start(latest): latest} if publishes_latest else {}
+    month = month_start(first_month) if first_month is not None else None
+    while month is not None and month < month_start(latest):
+        if stored.get(month) != month_end(month):
+            out[month] = month_end(month)
+        month = month_end(month) + timedelta(days=1)
+    return out
+
+
+def build_cohorts(valid_orders: DataFrame, as_of: Mapping[date, date]) -> DataFrame:
+    """gold/cohort_retention rows of each activity month in `as_of` (month -> as-of date), from the
+    valid orders as of those dates (`valid_orders_as_of`): per acquisition cohort month up to the
+    activity month, its customers, those ordering in the activity month, and the revenue of the
+    cohort's valid orders from its first month through the as-of date."""
+    month_of = F.create_map(*[x for m, d in as_of.items() for x in (F.lit(d), F.lit(m))])
+    orders = valid_orders.filter(F.col("snapshot_date").isin(*as_of.values())).select(
+        F.col("snapshot_date").alias("as_of_date"),
+        F.element_at(month_of, F.col("snapshot_date")).alias("activity_month"),
+        "customer_id",
+        F.trunc("order_date", "month").alias("order_month"),
+        "amount_base",
+    )
+    per_customer = orders.groupBy("as_of_date", "activity_month", "customer_id").agg(
+        F.min("order_month").alias("cohort_month"),
+        F.max(F.col("order_month") == F.col("activity_month")).alias("active"),
+        F.sum("amount_base").alias("revenue"),
+    )
+    cohorts = per_customer.groupBy("activity_month", "cohort_month", "as_of_date").agg(
+        F.count(F.lit(1)).alias("cohort_size"),
+        _count(F.col("active")).alias("active_customers"),
+        F.sum("revenue").alias("cumulative_revenue"),
+    )
+    months = F.months_between("activity_month", "cohort_month").cast("int")
+    return cohorts.select(
+        *[
+            (months if f.name == "months_since_first" else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in COHORT_RETENTION.schema.fields
+        ]
+    )
