@@ -55,7 +55,7 @@ def test_html_report_is_self_contained_and_matches_the_summary(published, tmp_pa
     assert len(table) == len(published.model.rules)
 
     page = Path(write_html_report(data, str(tmp_path / "report.html"))).read_text()
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 4
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 6
     assert not re.search(r"(src|href)=\"https?:", page) and "<script" not in page
     for segment in table["segment"]:
         assert f"<td>{segment}</td>" in page
@@ -70,7 +70,7 @@ def test_notebook_runs_headless_on_a_published_lake(published, monkeypatch):
         notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     ).execute()  # raises CellExecutionError on any failing cell
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 6
     assert f"latest {PUBLISHED_DATES[-1]}" in "".join(o.get("text", "") for o in outputs)
 
 

@@ -26,7 +26,9 @@ from clm_spark.lake import Lake, TableSpec
 from clm_spark.lifecycle.segments import DEFAULT_STAGES
 from clm_spark.tables import (
     CLV_MODEL,
+    COHORT_RETENTION,
     FREQUENCY_CAP,
+    LIFECYCLE_KPIS,
     RFM_CUTPOINTS,
     SEGMENT_SUMMARY,
     SEGMENT_TRANSITION_MATRIX,
@@ -44,6 +46,8 @@ class ReportData:
     cutpoints: pd.DataFrame  # latest date: dimension, score, min/max, customers
     latest: date
     clv: pd.DataFrame | None = None  # gold/clv_model, every date (predict.enabled), else None
+    kpis: pd.DataFrame | None = None  # gold/lifecycle_kpis, scope all, every date
+    cohorts: pd.DataFrame | None = None  # gold/cohort_retention, every month
 
     @property
     def dates(self) -> list[date]:
@@ -87,7 +91,13 @@ def load_report_data(root: str, lake: Lake | None = None) -> ReportData:
     clv = None
     if _exists(root, CLV_MODEL, lake):
         clv = _read(root, CLV_MODEL, lake=lake).sort_values("snapshot_date", ignore_index=True)
-    return ReportData(summary, matrix, cutpoints, latest, clv)
+    kpis = cohorts = None
+    if _exists(root, LIFECYCLE_KPIS, lake):  # lakes of earlier releases have neither table
+        kpis = _read(root, LIFECYCLE_KPIS, lake=lake)
+        kpis = kpis[kpis["scope_type"] == "all"].sort_values("snapshot_date", ignore_index=True)
+    if _exists(root, COHORT_RETENTION, lake):
+        cohorts = _read(root, COHORT_RETENTION, lake=lake)
+    return ReportData(summary, matrix, cutpoints, latest, clv, kpis, cohorts)
 
 
 def _exists(root: str, spec: TableSpec, lake: Lake | None) -> bool:
@@ -229,13 +239,64 @@ def rfm_distribution(data: ReportData) -> Figure:
     return fig
 
 
+KPI_LINES = {
+    "visitor_conversion_rate": "visitor → customer conversion",
+    "repeat_purchase_rate": "repeat purchase rate",
+    "returning_customer_rate": "returning share of buyers",
+    "retention_rate": "retention (window)",
+    "churn_rate": "churn (window)",
+}
+
+
+def kpi_trends(data: ReportData) -> Figure:
+    """The whole population's rates per date, and its revenue per day."""
+    k = data.kpis
+    days = [str(d)[:10] for d in k["snapshot_date"]]  # one tick per published date
+    fig = Figure(figsize=(10, 5.6), layout="constrained")
+    rates, money = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    for column, label in KPI_LINES.items():
+        rates.plot(days, k[column].astype("float64"), marker="o", label=label)
+    rates.set_ylim(0, 1)
+    rates.set_ylabel("rate")
+    rates.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    rates.set_title("Lifecycle KPIs (whole population)")
+    money.bar(days, k["revenue_d"].astype("float64"), color="#4c72b0")
+    money.set_ylabel("revenue of the day")
+    money.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def cohort_heatmap(data: ReportData) -> Figure:
+    """Share of each acquisition cohort ordering in each month since its first."""
+    c = data.cohorts.assign(share=data.cohorts["active_customers"] / data.cohorts["cohort_size"])
+    grid = c.pivot_table(index="cohort_month", columns="months_since_first", values="share", aggfunc="sum")
+    fig = Figure(figsize=(10, 0.5 * len(grid) + 2.2), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid.to_numpy(dtype="float64"), cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), [str(m) for m in grid.columns], fontsize=8)
+    ax.set_yticks(range(len(grid.index)), [str(m)[:7] for m in grid.index], fontsize=8)
+    ax.set_xlabel("months since the first order")
+    ax.set_ylabel("cohort (month of the first order)")
+    ax.set_title("Cohort retention: share of each cohort ordering in the month")
+    for (i, j), value in _cells(grid.fillna(-1)):
+        if value >= 0:
+            ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="share of the cohort")
+    return fig
+
+
 def charts(data: ReportData) -> dict[str, Figure]:
-    return {
+    out = {
         "Segment mix over time": segment_mix_chart(data),
         "Transition matrix": transition_heatmap(data),
         "Stage funnel": stage_funnel(data),
         "RFM score distributions": rfm_distribution(data),
     }
+    if data.kpis is not None and not data.kpis.empty:
+        out["Lifecycle KPIs"] = kpi_trends(data)
+    if data.cohorts is not None and not data.cohorts.empty:
+        out["Cohort retention"] = cohort_heatmap(data)
+    return out
 
 
 def summary_table(data: ReportData) -> pd.DataFrame:
