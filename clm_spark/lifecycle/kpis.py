@@ -22,12 +22,12 @@ CHURN_STAGE = "reactivate"  # customers who lapse move here (SEGMENTS.md)
 SCOPE_KEYS = ["snapshot_date", "scope_type", "scope"]
 
 
-def _scoped(df: DataFrame, segment: str = "segment", stage: str = "stage") -> DataFrame:
+def _scoped(df: DataFrame) -> DataFrame:
     """Each row three times: under `all`, under its stage and under its segment."""
     scopes = F.array(
         F.struct(F.lit("all").alias("scope_type"), F.lit("all").alias("scope")),
-        F.struct(F.lit("stage").alias("scope_type"), F.col(stage).alias("scope")),
-        F.struct(F.lit("segment").alias("scope_type"), F.col(segment).alias("scope")),
+        F.struct(F.lit("stage").alias("scope_type"), F.col("stage").alias("scope")),
+        F.struct(F.lit("segment").alias("scope_type"), F.col("segment").alias("scope")),
     )
     return df.select("*", F.explode(scopes).alias("_scope")).select(
         "*", F.col("_scope.scope_type").alias("scope_type"), F.col("_scope.scope").alias("scope")
@@ -111,39 +111,33 @@ def _conversions(
 
 
 def _orders(current: DataFrame, valid_orders: DataFrame) -> DataFrame:
-    """Order-level money of the customers in each scope: D, the trailing 30 and 365 days."""
+    """Order figures of the customers in each scope: orders and revenue of D and the trailing 30
+    and 365 days (order-level sums), and the median days from the first to the second valid order
+    (customer-level; same day: 0). Reduced per customer first, so the scope join sees one row per
+    customer instead of one per order."""
     d = F.col("snapshot_date")
     since = {"d": d, "30d": F.date_sub(d, 29), "365d": F.date_sub(d, 364)}
+    per_customer = []
+    for label, start in since.items():
+        inside = F.col("order_date") >= start
+        per_customer += [
+            _count(inside).alias(f"orders_{label}"),
+            F.coalesce(F.sum(F.when(inside, F.col("amount_base"))), F.lit(0)).alias(f"revenue_{label}"),
+        ]
+    second = F.try_element_at(F.sort_array(F.collect_list("order_date")), F.lit(2))
+    facts = valid_orders.groupBy("snapshot_date", "customer_id").agg(
+        *per_customer, F.datediff(second, F.min("order_date")).alias("days_to_second")
+    )
     scope = current.filter("is_customer").select(
         "snapshot_date", F.col("person_id").alias("customer_id"), "segment", "stage"
     )
-    metrics = []
-    for label, start in since.items():
-        inside = F.col("order_date") >= start
-        metrics += [
-            _count(inside).alias(f"orders_{label}"),
-            F.coalesce(F.sum(F.when(inside, F.col("amount_base"))), F.lit(0))
-            .cast(MONEY)
-            .alias(f"revenue_{label}"),
-        ]
-    per_order = valid_orders.select("snapshot_date", "customer_id", "order_date", "amount_base")
-    return _scoped(per_order.join(scope, ["snapshot_date", "customer_id"])).groupBy(*SCOPE_KEYS).agg(*metrics)
-
-
-def _second_orders(current: DataFrame, valid_orders: DataFrame) -> DataFrame:
-    """Median days from the first to the second valid order (same day: 0) of the scope's customers."""
-    firsts = valid_orders.groupBy("snapshot_date", "customer_id").agg(
-        F.min("order_date").alias("first"),
-        F.try_element_at(F.sort_array(F.collect_list("order_date")), F.lit(2)).alias("second"),
-    )
-    gaps = firsts.filter(F.col("second").isNotNull()).select(
-        "snapshot_date", "customer_id", F.datediff("second", "first").alias("days")
-    )
-    scope = current.select("snapshot_date", F.col("person_id").alias("customer_id"), "segment", "stage")
+    sums = [
+        F.sum(f"{kind}_{label}").alias(f"{kind}_{label}") for label in since for kind in ("orders", "revenue")
+    ]
     return (
-        _scoped(gaps.join(scope, ["snapshot_date", "customer_id"]))
+        _scoped(facts.join(scope, ["snapshot_date", "customer_id"]))
         .groupBy(*SCOPE_KEYS)
-        .agg(F.median("days").alias("median_days_first_to_second"))
+        .agg(*sums, F.median("days_to_second").alias("median_days_first_to_second"))
     )
 
 
@@ -205,7 +199,6 @@ def build_kpis(
         _person_counts(current, retention_days),
         _conversions(current, previous, prev_of, links),
         _orders(current, valid_orders),
-        _second_orders(current, valid_orders),
         _flows(matrix, model),
     ]
     joined = grid
