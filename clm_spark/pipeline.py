@@ -158,10 +158,7 @@ def snapshot_params(cfg: Config) -> SnapshotParams:
 
 def published_dates(lake: Lake) -> list[date]:
     """Snapshot dates present: those with rows in gold/segment_summary (SPEC §8.13)."""
-    if not lake.exists(SEGMENT_SUMMARY):
-        return []
-    rows = lake.read(SEGMENT_SUMMARY).select("snapshot_date").distinct().collect()
-    return sorted(r[0] for r in rows)
+    return sorted(_dates_in(lake, SEGMENT_SUMMARY))
 
 
 def _snapshots_of(lake: Lake, dates: list[date]) -> DataFrame:
@@ -272,16 +269,15 @@ def compute_outputs(
         **_movement(spark, current, previous, prev_of, model, keep, kpi),
     }
     replace = {}
-    if not others or dates[-1] > others[-1]:  # the run publishes the latest date: the audience moves on
+    publishes_latest = not others or dates[-1] > others[-1]
+    if publishes_latest:  # the audience moves on
         latest = current.filter(F.col("snapshot_date") == F.lit(dates[-1]))
         outputs[AUDIENCE_CURRENT] = audience_current(latest)
         # every row goes: the dates in the table, whatever they are, and ours
         replace[AUDIENCE_CURRENT] = {"snapshot_date": sorted({*dates, *_dates_in(lake, AUDIENCE_CURRENT)})}
     stored = _cohort_months_in(lake)
     first = min(stored) if stored else sources.orders.agg(F.min("order_date")).first()[0]
-    months = cohort_months_to_write(
-        max([*dates, *others]), not others or dates[-1] > others[-1], stored, first
-    )
+    months = cohort_months_to_write(max([*dates, *others]), publishes_latest, stored, first)
     if months:  # the open month as of the latest date; ended months once, as of their last day
         as_of = sorted(set(months.values()))
         orders = valid if set(as_of) <= set(dates) else valid_orders_as_of(sources.orders, as_of)
@@ -302,9 +298,10 @@ def compute_outputs(
 
 
 def _dates_in(lake: Lake, spec: TableSpec) -> list[date]:
+    """The snapshot dates with rows in a table (one row per date reaches the driver)."""
     if not lake.exists(spec):
         return []
-    return [r[0] for r in lake.read(spec).select("snapshot_date").distinct().collect()]  # one per date
+    return [r[0] for r in lake.read(spec).select("snapshot_date").distinct().collect()]
 
 
 def _cohort_months_in(lake: Lake) -> dict[date, date]:

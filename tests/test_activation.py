@@ -82,17 +82,7 @@ def test_control_and_mixed_flags_hand_worked(spark):
 
 
 def test_audience_changes_carry_contact_and_control_of_the_right_date(spark):
-    prev, cur = _case(spark)
-    prev = _snap(
-        spark,
-        D0,
-        [
-            ("p1", "champions", 1, 5, "100.00", 5, 5, 5),
-            ("p2", "lost", 200, 1, "5.00", 1, 1, 1),
-            ("p3", "engaged_visitor", None, 0, "0.00", None, None, None),
-        ],
-        control=("p3",),  # p3 leaves: its flag comes from D0
-    )
+    prev, cur = _case(spark, previous_control=("p3",))  # p3 leaves: its flag comes from D0
     transitions = build_transitions(cur, prev, {D1: D0})
     got = audience_changes(transitions, cur, prev)
     expected = spark.createDataFrame(

@@ -65,7 +65,8 @@ def _snap(spark, day, people, control=()):
     return spark.createDataFrame(rows, CUSTOMER_SNAPSHOT.schema)
 
 
-def _case(spark):
+def _case(spark, previous_control=()):
+    """`previous_control`: persons held out on D0."""
     prev = _snap(
         spark,
         D0,
@@ -74,6 +75,7 @@ def _case(spark):
             ("p2", "lost", 200, 1, "5.00", 1, 1, 1),
             ("p3", "engaged_visitor", None, 0, "0.00", None, None, None),
         ],
+        control=previous_control,
     )
     cur = _snap(
         spark,

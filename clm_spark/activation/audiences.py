@@ -45,15 +45,15 @@ def audience_changes(transitions: DataFrame, current: DataFrame, previous: DataF
     present = F.col("to_segment").isNotNull()
     change = F.when(F.col("from_segment").isNull(), "entered").when(present, "moved").otherwise("left")
     contact = [F.when(present, F.col(f"_now_{c}")).otherwise(F.col(f"_before_{c}")).alias(c) for c in CONTACT]
-    return _declared(
+    return _declared(  # keeps the declared columns only: the _now_ / _before_ copies go
         joined.select(
             "*",
             change_id(
                 F.col("snapshot_date"), F.col("person_id"), F.col("from_segment"), F.col("to_segment")
             ).alias("change_id"),
             change.alias("change"),
-            *[c for c in contact],
-        ).drop(*[f"_{w}_{c}" for w in ("now", "before") for c in CONTACT]),
+            *contact,
+        ),
         AUDIENCE_CHANGES,
     )
 
