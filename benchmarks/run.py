@@ -249,8 +249,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
             kept.append(df.persist(StorageLevel.MEMORY_AND_DISK))
             return df
 
-        _, scored, _ = snapshot_frames(src, [d], params, ctx.model, keep)
-        scored.count()
+        snapshot_frames(src, [d], params, ctx.model, keep).snapshot.count()
         for df in kept:
             df.unpersist()
 

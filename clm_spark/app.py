@@ -292,7 +292,7 @@ def score_shares(config_path: str, day: date) -> tuple[dict[str, dict[int, float
     cfg, model = prepare(config_path)
     ctx = open_context(cfg, model)
     params = snapshot_params(cfg)
-    _, current, _ = snapshot_frames(Sources.read(ctx.lake), [day], params, model, lambda df: df)
+    current = snapshot_frames(Sources.read(ctx.lake), [day], params, model, lambda df: df).snapshot
     methods = {dim: ("thresholds" if dim in params.thresholds else "percentile") for dim in "rfm"}
     return shares_of(current, params.score_bins), methods
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from clm_spark.activation.audiences import audience_changes, audience_current, segment_catalog
+from clm_spark.activation.audiences import CONTACT, audience_changes, audience_current, segment_catalog
 from clm_spark.config import Config
 from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
@@ -29,7 +30,13 @@ from clm_spark.lifecycle.snapshot import (
     score_snapshot,
     valid_orders_as_of,
 )
-from clm_spark.lifecycle.transitions import build_cutpoints, build_matrix, build_summary, build_transitions
+from clm_spark.lifecycle.transitions import (
+    build_cutpoints,
+    build_matrix,
+    build_summary,
+    build_transitions,
+    segment_pairs,
+)
 from clm_spark.progress import step
 from clm_spark.quality import Rules, reconciliation, validate_frames
 from clm_spark.reports.validation import write_validation_report
@@ -130,17 +137,25 @@ def carry_state(lake: Lake, sources: Sources, pairs: DataFrame, dates: list[date
     return lake.overwrite(SILVER_ACTIVITY_STATE, rows, replace=replace, run_id=run_id).version
 
 
+class SnapshotFrames(NamedTuple):
+    pairs: DataFrame  # per visitor-id pair activity: the next carried state
+    valid_orders: DataFrame  # the valid orders as of each date: the KPIs and predictions read them
+    snapshot: DataFrame  # the scored snapshot rows of the dates
+    state: CarriedState | None  # the carried state used, if any
+
+
 def snapshot_frames(
     sources: Sources, dates: list[date], params: SnapshotParams, model: SegmentModel, keep
-) -> tuple[DataFrame, DataFrame, CarriedState | None]:
-    """The visitor pairs (the next state, too) and the scored snapshot of the dates, each passed
-    through `keep` (which persists it), and the carried state used, if any."""
+) -> SnapshotFrames:
+    """The scored snapshot of the dates and what it was built from, each passed through `keep`
+    (which persists it)."""
     # the state serves the dates when none of them is before the last day it covers
     state = sources.state if sources.state is not None and sources.state.serves(dates) else None
     pairs = keep(pair_activity(sources.events, dates, state))
+    valid = keep(valid_orders_as_of(sources.orders, dates))
     # the percentiles read the people three times: scan silver once
-    people = keep(people_of(pairs, sources.orders, dates, params))
-    return pairs, keep(score_snapshot(people, params, model)), state
+    people = keep(people_of(pairs, valid, dates, params))
+    return SnapshotFrames(pairs, valid, keep(score_snapshot(people, params, model)), state)
 
 
 def snapshot_params(cfg: Config) -> SnapshotParams:
@@ -176,17 +191,19 @@ class KpiInputs:
     retention_days: int
 
 
-def _movement(spark, current, previous, prev_of, model, keep, kpi: KpiInputs) -> dict:
-    """The tables of each date that depend on its previous snapshot, the summary last."""
-    transitions = keep(build_transitions(current, previous, prev_of))  # three tables read it
-    matrix = keep(build_matrix(current, previous, prev_of))
+def _movement(spark, current, previous, prev_of, model, keep, kpi: KpiInputs) -> tuple[DataFrame, dict]:
+    """The tables of each date that depend on its previous snapshot (the summary last), and the
+    full join of the two snapshots they are made from."""
+    pairs = keep(segment_pairs(current, previous, prev_of, carry=CONTACT))  # four tables and the gate
+    transitions = build_transitions(pairs)
+    matrix = keep(build_matrix(pairs))  # the KPIs read it
     kpis = build_kpis(
         spark, current, previous, prev_of, matrix, kpi.valid_orders, kpi.links, model, kpi.retention_days
     )
-    return {
+    return pairs, {
         SEGMENT_TRANSITIONS: transitions,
         SEGMENT_TRANSITION_MATRIX: matrix,
-        AUDIENCE_CHANGES: audience_changes(transitions, current, previous),
+        AUDIENCE_CHANGES: audience_changes(pairs),
         LIFECYCLE_KPIS: kpis,
         SEGMENT_SUMMARY: build_summary(spark, current, transitions, sorted(prev_of), model),
     }
@@ -208,6 +225,7 @@ class Computed:
     prev_of: dict[date, date | None]
     others: list[date]  # published dates not among `dates`
     pairs: DataFrame  # per visitor-id pair activity: the next carried state
+    segment_pairs: DataFrame  # each person on the previous snapshot and on the date (full join)
     state_used: bool
     replace: dict[TableSpec, dict] = field(default_factory=dict)  # partitions replaced, when not the dates'
 
@@ -252,7 +270,7 @@ def compute_outputs(
     """Step 1: every gold output of the dates, from silver and the published previous snapshots."""
     params = snapshot_params(cfg)
     with step(f"snapshot {_label(dates)}") as s:
-        pairs, current, state = snapshot_frames(sources, dates, params, model, keep)
+        pairs, valid, current, state = snapshot_frames(sources, dates, params, model, keep)
         s.rows = current.count()
     others = [x for x in published_dates(lake) if x not in dates]
     prev_of = _previous_of(dates, others)
@@ -261,12 +279,12 @@ def compute_outputs(
     previous = keep(_snapshots_of(lake, stored)).unionByName(
         current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
     )
-    valid = keep(valid_orders_as_of(sources.orders, dates))  # the KPIs and the predictions read them
     kpi = KpiInputs(valid, identity_links(pairs, dates), cfg.kpis.retention_days)
+    moved, movement = _movement(spark, current, previous, prev_of, model, keep, kpi)
     outputs = {
         CUSTOMER_SNAPSHOT: current,
         RFM_CUTPOINTS: build_cutpoints(current, params.score_bins),
-        **_movement(spark, current, previous, prev_of, model, keep, kpi),
+        **movement,
     }
     replace = {}
     publishes_latest = not others or dates[-1] > others[-1]
@@ -294,7 +312,7 @@ def compute_outputs(
             predicted, fitted = clv_outputs(valid, dates, ClvParams.of(cfg.predict), keep, before)
         outputs |= {CUSTOMER_PREDICTIONS: predicted, CLV_MODEL: fitted}
     outputs[SEGMENT_SUMMARY] = outputs.pop(SEGMENT_SUMMARY)  # the summary stays the last write of a date
-    return Computed(dates, outputs, previous, prev_of, others, pairs, state is not None, replace)
+    return Computed(dates, outputs, previous, prev_of, others, pairs, moved, state is not None, replace)
 
 
 def _dates_in(lake: Lake, spec: TableSpec) -> list[date]:
@@ -327,15 +345,7 @@ def gate_outputs(lake: Lake, rules: Rules | None, run_id: str, computed: Compute
     has_input = sources.events.limit(1).count() + sources.orders.limit(1).count()
     frames = {spec.name: df for spec, df in outputs.items()}
     frames["checks/reconciliation"] = reconciliation(
-        outputs[CUSTOMER_SNAPSHOT],
-        outputs[SEGMENT_SUMMARY],
-        outputs[SEGMENT_TRANSITION_MATRIX],
-        computed.previous,
-        computed.prev_of,
-        has_input,
-        outputs[SEGMENT_TRANSITIONS],
-        outputs[AUDIENCE_CHANGES],
-        outputs[LIFECYCLE_KPIS],
+        frames, computed.previous, computed.prev_of, computed.segment_pairs, has_input
     )  # validate_frames checkpoints each frame once before GX reads it
     with step(f"validate {_label(dates)}"):
         report = validate_frames(frames, rules)
@@ -380,7 +390,7 @@ def recompute_following(
     kpi = KpiInputs(
         valid_orders_as_of(sources.orders, dates), identity_links(pairs, dates), cfg.kpis.retention_days
     )
-    movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep, kpi)
+    _, movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep, kpi)
     return {
         spec.name: lake.overwrite(spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id).version
         for spec, df in movement.items()

@@ -24,6 +24,14 @@ from pyspark.sql import functions as F
 from clm_spark import compat
 from clm_spark.errors import ConfigError
 from clm_spark.lifecycle.segments import SegmentModel
+from clm_spark.tables import (
+    AUDIENCE_CHANGES,
+    CUSTOMER_SNAPSHOT,
+    LIFECYCLE_KPIS,
+    SEGMENT_SUMMARY,
+    SEGMENT_TRANSITION_MATRIX,
+    SEGMENT_TRANSITIONS,
+)
 
 log = logging.getLogger(__name__)
 SEVERITIES = ("critical", "warning")
@@ -232,42 +240,33 @@ def require_passing(frames: dict[str, DataFrame], rules: Rules, what: str) -> Va
 
 
 def reconciliation(
-    snapshot: DataFrame,
-    summary: DataFrame,
-    matrix: DataFrame,
+    outputs: Mapping[str, DataFrame],
     previous: DataFrame,
     prev_of: Mapping[date, date | None],
+    segment_pairs: DataFrame,
     input_rows: int,
-    transitions: DataFrame,
-    audience: DataFrame,
-    kpis: DataFrame,
 ) -> DataFrame:
     """One row of cross-table totals per snapshot date: summary and matrix must add up to the
-    populations, the audience changes to the transitions; the control group's size and who
-    left or joined it since the previous date.
+    populations, the audience changes to the transitions, the KPI scopes to the whole; the
+    control group's size and who left or joined it since the previous date.
 
-    `previous` holds the rows of each date's previous snapshot (`prev_of`) under their own date.
+    `outputs` are the gold frames by table name; `previous` holds the rows of each date's previous
+    snapshot (`prev_of`) under their own date; `segment_pairs` is the full join of the two
+    snapshots (`transitions.segment_pairs`, carrying is_control).
     """
+    snapshot, summary = outputs[CUSTOMER_SNAPSHOT.name], outputs[SEGMENT_SUMMARY.name]
+    matrix, kpis = outputs[SEGMENT_TRANSITION_MATRIX.name], outputs[LIFECYCLE_KPIS.name]
+    transitions, audience = outputs[SEGMENT_TRANSITIONS.name], outputs[AUDIENCE_CHANGES.name]
     spark = snapshot.sparkSession
     dates = spark.createDataFrame(list(prev_of.items()), "snapshot_date date, previous_date date")
     persons = snapshot.groupBy("snapshot_date").agg(
         F.count(F.lit(1)).alias("snapshot_persons"),
         F.count(F.when(F.col("is_control"), 1)).alias("control_persons"),
     )
-    was = previous.select(
-        F.col("snapshot_date").alias("previous_date"), "person_id", F.col("is_control").alias("was_control")
-    )
-    flips = (
-        snapshot.select("snapshot_date", "person_id", "is_control")
-        .join(dates, "snapshot_date")
-        .join(
-            was, ["previous_date", "person_id"]
-        )  # persons on both dates; a null flag (older rows) never counts
-        .groupBy("snapshot_date")
-        .agg(
-            F.count(F.when(F.col("was_control") & ~F.col("is_control"), 1)).alias("control_left"),
-            F.count(F.when(~F.col("was_control") & F.col("is_control"), 1)).alias("control_joined"),
-        )
+    was, now = F.col("from_is_control"), F.col("to_is_control")
+    flips = segment_pairs.groupBy("snapshot_date").agg(  # a person on one date only, or a null flag
+        F.count(F.when(was & ~now, 1)).alias("control_left"),  # (older rows), never counts
+        F.count(F.when(~was & now, 1)).alias("control_joined"),
     )
     rows = [
         df.groupBy("snapshot_date").agg(F.count(F.lit(1)).alias(name))

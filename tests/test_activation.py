@@ -18,14 +18,21 @@ from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case, _snap
 
 from clm_spark import cli
-from clm_spark.activation.audiences import audience_changes, segment_catalog
+from clm_spark.activation.audiences import CONTACT, audience_changes, segment_catalog
 from clm_spark.activation.control import bucket, bucket_column, control_columns, in_control
 from clm_spark.app import export_with_deps
 from clm_spark.errors import ClmError, ConfigError, SegmentRulesError
 from clm_spark.lifecycle.segments import load_segments, parse_model
-from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
+from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions, segment_pairs
 from clm_spark.quality import load_rules, reconciliation, validate_frames
-from clm_spark.tables import AUDIENCE_CHANGES, CUSTOMER_SNAPSHOT, SEGMENT_SUMMARY
+from clm_spark.tables import (
+    AUDIENCE_CHANGES,
+    CUSTOMER_SNAPSHOT,
+    LIFECYCLE_KPIS,
+    SEGMENT_SUMMARY,
+    SEGMENT_TRANSITION_MATRIX,
+    SEGMENT_TRANSITIONS,
+)
 
 
 def _hex_id(*parts: str) -> str:
@@ -83,8 +90,7 @@ def test_control_and_mixed_flags_hand_worked(spark):
 
 def test_audience_changes_carry_contact_and_control_of_the_right_date(spark):
     prev, cur = _case(spark, previous_control=("p3",))  # p3 leaves: its flag comes from D0
-    transitions = build_transitions(cur, prev, {D1: D0})
-    got = audience_changes(transitions, cur, prev)
+    got = audience_changes(segment_pairs(cur, prev, {D1: D0}, carry=CONTACT))
     expected = spark.createDataFrame(
         [
             (D1, D0, _hex_id(str(D1), "p2", "lost", "at_risk"), "moved", "p2", "p2", False, False, False)
@@ -101,20 +107,17 @@ def test_audience_changes_carry_contact_and_control_of_the_right_date(spark):
 
 def _gate(spark, prev, cur, audience=None):
     model = load_segments("conf/segments.yaml", 5)
-    transitions = build_transitions(cur, prev, {D1: D0})
-    audience = audience_changes(transitions, cur, prev) if audience is None else audience
-    matrix = build_matrix(cur, prev, {D1: D0})
-    check = reconciliation(
-        cur,
-        build_summary(spark, cur, transitions, [D1], model),
-        matrix,
-        prev,
-        {D1: D0},
-        1,
-        transitions,
-        audience,
-        kpis_without_orders(spark, cur, prev, {D1: D0}, matrix, model),
-    )
+    pairs = segment_pairs(cur, prev, {D1: D0}, carry=CONTACT)
+    transitions, matrix = build_transitions(pairs), build_matrix(pairs)
+    outputs = {
+        CUSTOMER_SNAPSHOT: cur,
+        SEGMENT_SUMMARY: build_summary(spark, cur, transitions, [D1], model),
+        SEGMENT_TRANSITION_MATRIX: matrix,
+        SEGMENT_TRANSITIONS: transitions,
+        AUDIENCE_CHANGES: audience_changes(pairs) if audience is None else audience,
+        LIFECYCLE_KPIS: kpis_without_orders(spark, cur, prev, {D1: D0}, matrix, model),
+    }
+    check = reconciliation({s.name: df for s, df in outputs.items()}, prev, {D1: D0}, pairs, 1)
     report = validate_frames({"checks/reconciliation": check}, load_rules("conf/expectations.yaml", model))
     return {r.check.kwargs["column"] for r in report.critical_failures}, {
         r.check.kwargs["column"] for r in report.warnings
@@ -135,7 +138,7 @@ def test_the_gate_catches_a_control_flag_that_moves_and_an_audience_row_lost(spa
 
     _, cur = _case(spark)
     prev, _ = _case(spark)
-    full = audience_changes(build_transitions(cur, prev, {D1: D0}), cur, prev)
+    full = audience_changes(segment_pairs(cur, prev, {D1: D0}, carry=CONTACT))
     critical, _ = _gate(spark, prev, cur, full.filter("person_id <> 'p3'"))  # the leaver dropped
     assert critical == {"audience_is_transitions"}
 

@@ -17,7 +17,7 @@ import pytest
 from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.snapshot import valid_orders_as_of
-from clm_spark.lifecycle.transitions import build_matrix
+from clm_spark.lifecycle.transitions import build_matrix, segment_pairs
 
 D0, D, EMPTY = date(2024, 1, 9), date(2024, 1, 10), date(2024, 1, 11)
 PEOPLE = (
@@ -67,7 +67,7 @@ def _kpis(spark, model):
         [(D, "v2", "c2")], "snapshot_date date, anonymous_id string, customer_id string"
     )
     prev_of = {D: D0}
-    matrix = build_matrix(current, previous, prev_of)
+    matrix = build_matrix(segment_pairs(current, previous, prev_of))
     valid = valid_orders_as_of(_orders(spark), [D])
     kpis = build_kpis(spark, current, previous, prev_of, matrix, valid, links, model, 5)
     return {(r.scope_type, r.scope): r.asDict() for r in kpis.collect()}
@@ -140,7 +140,7 @@ def test_an_empty_day_has_every_scope_with_zeros_and_no_rates(spark, model):
     empty = spark.createDataFrame([], PEOPLE)
     orders = valid_orders_as_of(_orders(spark).limit(0), [EMPTY])
     links = spark.createDataFrame([], "snapshot_date date, anonymous_id string, customer_id string")
-    matrix = build_matrix(empty, empty, {EMPTY: None})
+    matrix = build_matrix(segment_pairs(empty, empty, {EMPTY: None}))
     rows = build_kpis(spark, empty, empty, {EMPTY: None}, matrix, orders, links, model, 5).collect()
     assert len(rows) == 20
     for row in rows:

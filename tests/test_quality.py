@@ -11,11 +11,11 @@ from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
 from clm_spark import pipeline
-from clm_spark.activation.audiences import audience_changes
+from clm_spark.activation.audiences import CONTACT, audience_changes
 from clm_spark.app import start_with_deps
 from clm_spark.errors import ValidationFailed
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions
+from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions, segment_pairs
 from clm_spark.quality import load_rules, reconciliation, validate_frames
 from clm_spark.sample.generate import generate
 from clm_spark.tables import CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS
@@ -32,29 +32,17 @@ def rules(model):
 
 
 def _frames(spark, model, current, previous, audience=None):
-    transitions = build_transitions(current, previous, {D1: D0})
-    summary = build_summary(spark, current, transitions, [D1], model)
-    matrix = build_matrix(current, previous, {D1: D0})
-    audience = audience_changes(transitions, current, previous) if audience is None else audience
-    kpis = kpis_without_orders(spark, current, previous, {D1: D0}, matrix, model)
-    return {
-        "gold/lifecycle_kpis": kpis,
+    pairs = segment_pairs(current, previous, {D1: D0}, carry=CONTACT)
+    transitions, matrix = build_transitions(pairs), build_matrix(pairs)
+    frames = {
+        "gold/lifecycle_kpis": kpis_without_orders(spark, current, previous, {D1: D0}, matrix, model),
         "gold/customer_snapshot": current,
         "gold/segment_transitions": transitions,
-        "gold/segment_summary": summary,
-        "gold/audience_changes": audience,
-        "checks/reconciliation": reconciliation(
-            current,
-            summary,
-            matrix,
-            previous,
-            {D1: D0},
-            1,
-            transitions,
-            audience,
-            kpis,
-        ),
+        "gold/segment_transition_matrix": matrix,
+        "gold/segment_summary": build_summary(spark, current, transitions, [D1], model),
+        "gold/audience_changes": audience_changes(pairs) if audience is None else audience,
     }
+    return {**frames, "checks/reconciliation": reconciliation(frames, previous, {D1: D0}, pairs, 1)}
 
 
 def test_clean_outputs_pass(spark, model, rules):

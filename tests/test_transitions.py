@@ -15,6 +15,7 @@ from clm_spark.lifecycle.transitions import (
     build_summary,
     build_transitions,
     score_shares,
+    segment_pairs,
 )
 from clm_spark.tables import CUSTOMER_SNAPSHOT, SEGMENT_TRANSITION_MATRIX, SEGMENT_TRANSITIONS
 
@@ -100,7 +101,7 @@ def test_transitions_new_left_and_changed(spark):
         SEGMENT_TRANSITIONS.schema,
     )
     assert_df_equality(
-        build_transitions(cur, prev, {D1: D0}),
+        build_transitions(segment_pairs(cur, prev, {D1: D0})),
         expected,
         ignore_row_order=True,
         ignore_nullable=True,
@@ -111,7 +112,7 @@ def test_transitions_new_left_and_changed(spark):
 def test_first_snapshot_everyone_is_new(spark):
     _, cur = _case(spark)
     empty = spark.createDataFrame([], CUSTOMER_SNAPSHOT.schema)
-    rows = build_transitions(cur, empty, {D1: None}).collect()
+    rows = build_transitions(segment_pairs(cur, empty, {D1: None})).collect()
     assert {(r.person_id, r.from_segment, r.previous_snapshot_date) for r in rows} == {
         ("p1", None, None),
         ("p2", None, None),
@@ -131,7 +132,7 @@ def test_matrix_includes_unchanged_new_and_left(spark):
         SEGMENT_TRANSITION_MATRIX.schema,
     )
     assert_df_equality(
-        build_matrix(cur, prev, {D1: D0}),
+        build_matrix(segment_pairs(cur, prev, {D1: D0})),
         expected,
         ignore_row_order=True,
         ignore_nullable=True,
@@ -144,7 +145,9 @@ def test_summary_every_segment_with_shares_money_and_movement(spark):
     model = load_segments("conf/segments.yaml", 5)
     summary = {
         r.segment: r
-        for r in build_summary(spark, cur, build_transitions(cur, prev, {D1: D0}), [D1], model).collect()
+        for r in build_summary(
+            spark, cur, build_transitions(segment_pairs(cur, prev, {D1: D0})), [D1], model
+        ).collect()
     }
     assert len(summary) == 14
     champ, risk, loyal_v = summary["champions"], summary["at_risk"], summary["loyal_visitor"]
@@ -191,8 +194,10 @@ def test_several_dates_at_once_equal_each_date_alone(spark):
     both = cur.unionByName(cur2)
     prev_of = {D1: D0, d2: D1}
     model = load_segments("conf/segments.yaml", 5)
-    at_once = build_transitions(both, prev.unionByName(cur), prev_of)
-    alone = build_transitions(cur, prev, {D1: D0}).unionByName(build_transitions(cur2, cur, {d2: D1}))
+    at_once = build_transitions(segment_pairs(both, prev.unionByName(cur), prev_of))
+    alone = build_transitions(segment_pairs(cur, prev, {D1: D0})).unionByName(
+        build_transitions(segment_pairs(cur2, cur, {d2: D1}))
+    )
     assert_df_equality(at_once, alone, ignore_row_order=True, ignore_nullable=True)
     assert {
         (r.person_id, r.from_segment, r.to_segment)
@@ -202,10 +207,12 @@ def test_several_dates_at_once_equal_each_date_alone(spark):
         ("p2", "at_risk", None),
         ("p5", None, "engaged_visitor"),
     }
-    matrix = build_matrix(both, prev.unionByName(cur), prev_of)
+    matrix = build_matrix(segment_pairs(both, prev.unionByName(cur), prev_of))
     assert_df_equality(
         matrix,
-        build_matrix(cur, prev, {D1: D0}).unionByName(build_matrix(cur2, cur, {d2: D1})),
+        build_matrix(segment_pairs(cur, prev, {D1: D0})).unionByName(
+            build_matrix(segment_pairs(cur2, cur, {d2: D1}))
+        ),
         ignore_row_order=True,
         ignore_nullable=True,
     )

@@ -9,6 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from clm_spark.lifecycle.segments import SegmentModel
+from clm_spark.lifecycle.transitions import changed
 from clm_spark.tables import AUDIENCE_CHANGES, AUDIENCE_CURRENT, SEGMENT_CATALOG
 
 CONTACT = ("customer_id", "has_email", "is_control", "control_mixed")
@@ -30,23 +31,15 @@ def change_id(snapshot_date: Column, person_id: Column, from_segment: Column, to
     return F.substring(F.sha2(F.concat_ws("|", *parts), 256), 1, 32)
 
 
-def audience_changes(transitions: DataFrame, current: DataFrame, previous: DataFrame) -> DataFrame:
-    """One row per transition, with the person's contact key and control flag: from the current
-    snapshot for those present on the date, from the previous one for those who left."""
-    now = current.select("snapshot_date", "person_id", *[F.col(c).alias(f"_now_{c}") for c in CONTACT])
-    before = previous.select(
-        F.col("snapshot_date").alias("previous_snapshot_date"),
-        "person_id",
-        *[F.col(c).alias(f"_before_{c}") for c in CONTACT],
-    )
-    joined = transitions.join(now, ["snapshot_date", "person_id"], "left").join(
-        before, ["previous_snapshot_date", "person_id"], "left"
-    )
+def audience_changes(pairs: DataFrame) -> DataFrame:
+    """One row per transition, with the person's contact key and control flag: as on the date for
+    those present on it, as on the previous snapshot for those who left. `pairs` from
+    `transitions.segment_pairs` carrying CONTACT."""
     present = F.col("to_segment").isNotNull()
     change = F.when(F.col("from_segment").isNull(), "entered").when(present, "moved").otherwise("left")
-    contact = [F.when(present, F.col(f"_now_{c}")).otherwise(F.col(f"_before_{c}")).alias(c) for c in CONTACT]
-    return _declared(  # keeps the declared columns only: the _now_ / _before_ copies go
-        joined.select(
+    contact = [F.when(present, F.col(f"to_{c}")).otherwise(F.col(f"from_{c}")).alias(c) for c in CONTACT]
+    return _declared(  # keeps the declared columns only: the from_ / to_ copies go
+        changed(pairs).select(
             "*",
             change_id(
                 F.col("snapshot_date"), F.col("person_id"), F.col("from_segment"), F.col("to_segment")

@@ -304,14 +304,15 @@ def build_people(
     state: CarriedState | None = None,
 ) -> DataFrame:
     """The population of each snapshot date with its RFM metrics, before scoring (one row per date and person)."""
-    return people_of(pair_activity(events, when, state), orders, when, params)
+    return people_of(pair_activity(events, when, state), valid_orders_as_of(orders, when), when, params)
 
 
-def people_of(pairs: DataFrame, orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
-    """`build_people` from the visitor pairs of `pair_activity` (the pipeline keeps them for the state)."""
+def people_of(pairs: DataFrame, valid_orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
+    """`build_people` from the visitor pairs of `pair_activity` and the valid orders of
+    `valid_orders_as_of` (the pipeline keeps both: the state and the KPIs read them again)."""
     dates = as_dates(when)
     activity = person_activity(pairs, dates, params.control_salt)
-    metrics = customer_metrics(valid_orders_as_of(orders, dates), params.lookback_days)
+    metrics = customer_metrics(valid_orders, params.lookback_days)
     people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
     is_active = F.col("last_event_date") > F.date_sub(F.col("snapshot_date"), params.active_days)

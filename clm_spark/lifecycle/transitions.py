@@ -26,50 +26,48 @@ def _previous_date(prev_of: PreviousOf) -> Column:
     return F.element_at(F.create_map(*pairs), F.col("snapshot_date"))
 
 
-def _pairs(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
-    """Each person's segment on D and on the previous snapshot of D, for every D of `prev_of`.
+def segment_pairs(
+    current: DataFrame, previous: DataFrame, prev_of: PreviousOf, carry: Sequence[str] = ()
+) -> DataFrame:
+    """Each person's segment and stage on D and on the previous snapshot of D, for every D of
+    `prev_of`: one row per person present on either date (a full join of the two snapshots).
 
     `previous` holds the rows of the previous dates under their own snapshot_date; each one is
-    relabelled with the date it precedes (a date precedes at most one of ours).
+    relabelled with the date it precedes (a date precedes at most one of ours). Every column c of
+    `carry` comes along as from_c and to_c. The transitions, the matrix, the audience changes and
+    the control-group reconciliation all read this one join (the pipeline keeps it).
     """
     follows = {p: d for d, p in prev_of.items() if p is not None}
-    cur = current.select(
-        "snapshot_date", "person_id", F.col("segment").alias("to_segment"), F.col("stage").alias("to_stage")
-    )
+    kept = ["segment", "stage", *carry]
+    cur = current.select("snapshot_date", "person_id", *[F.col(c).alias(f"to_{c}") for c in kept])
     relabel = F.create_map(*[x for p, d in follows.items() for x in (F.lit(p), F.lit(d))])
     prev = previous.filter(F.col("snapshot_date").isin(*follows) if follows else F.lit(False)).select(
         (F.element_at(relabel, F.col("snapshot_date")) if follows else F.col("snapshot_date")).alias(
             "snapshot_date"
         ),
         "person_id",
-        F.col("segment").alias("from_segment"),
-        F.col("stage").alias("from_stage"),
+        *[F.col(c).alias(f"from_{c}") for c in kept],
     )
-    return prev.join(cur, ["snapshot_date", "person_id"], how="full")
+    joined = prev.join(cur, ["snapshot_date", "person_id"], how="full")
+    return joined.select("*", _previous_date(prev_of).alias("previous_snapshot_date"))
 
 
-def build_transitions(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
-    """One row per date D and person whose segment differs between the previous snapshot and D."""
-    changed = _pairs(current, previous, prev_of).filter(
-        ~F.col("from_segment").eqNullSafe(F.col("to_segment"))
-    )
-    return changed.select(
-        "snapshot_date",
-        _previous_date(prev_of).alias("previous_snapshot_date"),
-        "person_id",
-        "from_segment",
-        "to_segment",
-        "from_stage",
-        "to_stage",
-    ).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITIONS.schema.fields])
+def changed(pairs: DataFrame) -> DataFrame:
+    """The pairs whose segment differs: new, left or moved."""
+    return pairs.filter(~F.col("from_segment").eqNullSafe(F.col("to_segment")))
 
 
-def build_matrix(current: DataFrame, previous: DataFrame, prev_of: PreviousOf) -> DataFrame:
-    """Persons per date and (from, to) pair, unchanged, new (from null) and left (to null) included."""
-    counts = (
-        _pairs(current, previous, prev_of)
-        .groupBy("snapshot_date", "from_segment", "to_segment")
-        .agg(F.count(F.lit(1)).alias("persons"))
+def build_transitions(pairs: DataFrame) -> DataFrame:
+    """One row per date D and person whose segment differs between the previous snapshot and D
+    (`pairs` from `segment_pairs`)."""
+    return changed(pairs).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITIONS.schema.fields])
+
+
+def build_matrix(pairs: DataFrame) -> DataFrame:
+    """Persons per date and (from, to) pair, unchanged, new (from null) and left (to null) included
+    (`pairs` from `segment_pairs`)."""
+    counts = pairs.groupBy("snapshot_date", "from_segment", "to_segment").agg(
+        F.count(F.lit(1)).alias("persons")
     )
     return counts.select("snapshot_date", "from_segment", "to_segment", F.col("persons").cast("long")).select(
         *[F.col(f.name).cast(f.dataType) for f in SEGMENT_TRANSITION_MATRIX.schema.fields]
