@@ -8,8 +8,6 @@ CONFIG ?= conf/clm.yaml
 SCALE ?= 1
 BACKFILL ?= 0
 BENCH_CONFIG ?= conf/bench.yaml
-TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: help setup test test-fast lint demo package bench clean java-check
 
@@ -32,11 +30,11 @@ $(STAMP):
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies
 
-test: $(STAMP) ## run the whole test suite on TEST_WORKERS processes (default 2)
-	$(PYTEST)
+test: $(STAMP) ## run the whole test suite
+	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## run the tests that need no pipeline run (unit, transform, contract)
-	$(PYTEST) -m "not pipeline"
+	$(PY) -m pytest -q -m "not pipeline"
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check clm_spark benchmarks jobs tests deploy

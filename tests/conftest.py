@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-# A pytest-xdist worker runs under execnet, whose __main__ has neither __spec__ nor __file__.
-# pyspark.sql.connect takes that for a doctest run and exits the process when it is imported
-# (Great Expectations tries to) without the Spark Connect client's extras. A spec named
-# __main__ tells it otherwise, and multiprocessing's spawned children then re-import nothing.
-_main = sys.modules["__main__"]
-if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
-    _main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 # The Delta JVM connector for tests: the jars shipped beside the repository in ../shared/delta
@@ -98,19 +88,9 @@ PIPELINE_MODULES = {
 }
 
 
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup): each worker has its
-# own Spark session, and tests of one group run on one worker, so a costly shared fixture is
-# built once. Everything else is handed out test by test.
-GROUPS = {"test_reliability": "reliability"}  # module-scoped lakes
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         uses_a_lake = "published" in getattr(item, "fixturenames", ())
         if module in PIPELINE_MODULES or uses_a_lake or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.pipeline)
-        group = "published" if uses_a_lake else GROUPS.get(module)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
