@@ -23,6 +23,7 @@ def test_bench_runs_every_step_and_the_baselines_match_the_published_snapshot(sp
         "snapshot (ours, silver)",
         "snapshot (naive)",
         "snapshot (DuckDB)",
+        "valid orders as of D (a run has them from its snapshot)",
         "predict: calibration statistics",
         "predict: fit (patterns to the driver + MLE)",
         "predict: predictions (every customer)",
