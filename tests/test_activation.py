@@ -45,14 +45,13 @@ def test_the_bucket_formula_as_documented():
     assert bucket("other", "lost") != 2618  # the salt draws another group
 
 
-def test_spark_and_python_give_the_same_bucket_on_100k_keys(spark):
+def test_spark_and_python_give_the_same_bucket_on_20k_keys(spark):
     keys = (
-        [f"c{i}" for i in range(99_990)] + ["anon:é-ü", "anon:a b", "x" * 300, "0", "anon:"] + list("ABCDE")
+        [f"c{i}" for i in range(19_990)] + ["anon:é-ü", "anon:a b", "x" * 300, "0", "anon:"] + list("ABCDE")
     )
     expected = spark.createDataFrame([(k, bucket("s1", k)) for k in keys], "key string, b int")
-    computed = expected.select("key", bucket_column("s1", F.col("key")).alias("b"))
-    assert expected.count() == 100_000
-    assert computed.exceptAll(expected).count() == 0 and expected.exceptAll(computed).count() == 0
+    differ = expected.filter(~F.col("b").eqNullSafe(bucket_column("s1", F.col("key"))))
+    assert expected.count() == 20_000 and differ.count() == 0
 
 
 def test_the_share_is_binomial_and_raising_it_only_adds_people():

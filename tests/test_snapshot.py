@@ -124,13 +124,19 @@ def test_golden_snapshot_matches_hand_worked_rows(spark, model):
     )
 
 
-def test_snapshot_is_identical_whatever_the_partitioning(spark, model):
-    events = spark.createDataFrame(EVENTS, EV).repartition(7)
-    orders = spark.createDataFrame(ORDERS, OR).repartition(5, "status")
-    again = snapshot(events, orders, D, SnapshotParams(), model)
-    assert_df_equality(
-        again, _expected(spark), ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
-    )
+@pytest.mark.parametrize("adaptive", ["false", "true"])
+def test_snapshot_is_identical_whatever_the_partitioning(spark, model, adaptive):
+    previous = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", adaptive)  # the product runs with Spark's default: on
+    try:
+        events = spark.createDataFrame(EVENTS, EV).repartition(7)
+        orders = spark.createDataFrame(ORDERS, OR).repartition(5, "status")
+        again = snapshot(events, orders, D, SnapshotParams(), model)
+        assert_df_equality(
+            again, _expected(spark), ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
+        )
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", previous)
 
 
 def test_single_customer_gets_percentile_zero(spark, model):
