@@ -254,7 +254,9 @@ class _Kept:
         return any(df is kept for kept in self.frames)
 
     def release(self) -> None:
-        for df in self.frames:
+        # the latest first: uncaching a frame re-plans every cached frame built on it that has
+        # not been computed, so the frames built on another go before it
+        for df in reversed(self.frames):
             df.unpersist()
 
 
