@@ -79,6 +79,11 @@ def _config(tmp: Path, raw: Path, name: str) -> Path:
         "spark.sql.shuffle.partitions": "2",
         "spark.ui.enabled": "false",
         "spark.hadoop.fs.s3a.secret.key": "${CLM_TEST_SECRET}",  # a secret that must never show
+        # each `clm` here is a fresh JVM on a few hundred rows: compiling generated code and C2's
+        # optimising JIT cost more than they save (about 4 s of each 36 s cold run)
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
     }
     path.write_text(yaml.safe_dump(conf))
     return path
