@@ -140,6 +140,9 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
             *("--driver-memory", "1g", "--executor-memory", "1g", "--total-executor-cores", "2"),
             *("--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false"),
             *("--conf", "spark.databricks.delta.snapshotPartitions=2"),
+            # every JVM here is cold and the data small: C2's optimising JIT costs more than it saves
+            *("--conf", "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"),
+            *("--conf", "spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1"),
             *("--conf", f"spark.executorEnv.PYTHONPATH={BLOCKER}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_IMPORTS={DRIVER_ONLY}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_MARKERS={markers}"),
