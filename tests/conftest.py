@@ -41,8 +41,8 @@ def spark():
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",
             "spark.driver.memory": "6g",  # headroom for the multi-date tests late in a long session
-            # PySpark records the Python call site of every DataFrame call for error messages: several
-            # py4j round trips per call, a fifth of the fast tier's Python CPU time
+            # PySpark records the Python call site of every DataFrame call for error messages with
+            # several py4j round trips per call; the tests build thousands of small frames
             "spark.python.sql.dataFrameDebugging.enabled": "false",
             "spark.databricks.delta.snapshotPartitions": "2",  # delta-spark: log state in 2 tasks, not 50
         },

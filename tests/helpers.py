@@ -12,6 +12,9 @@ from clm_spark.lake import open_lake
 
 # generated data runs 2024-01-01 .. 2024-01-20; the shared `published` lake holds its last three days
 PUBLISHED_DATES = (date(2024, 1, 18), date(2024, 1, 19), date(2024, 1, 20))
+# JVM options of the tests' own short-lived Spark processes (spark-submit, `clm` subprocesses): a
+# fresh JVM on a few hundred rows finishes before C2's optimised code pays for its compiling
+COLD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 def write_config(

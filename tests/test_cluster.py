@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from conftest import DELTA_JARS
-from helpers import PUBLISHED_DATES, write_config
+from helpers import COLD_JVM_OPTIONS, PUBLISHED_DATES, write_config
 from pyspark.find_spark_home import _find_spark_home
 
 from clm_spark.lake import open_lake
@@ -140,9 +140,8 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
             *("--driver-memory", "1g", "--executor-memory", "1g", "--total-executor-cores", "2"),
             *("--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false"),
             *("--conf", "spark.databricks.delta.snapshotPartitions=2"),
-            # every JVM here is cold and the data small: C2's optimising JIT costs more than it saves
-            *("--conf", "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1"),
-            *("--conf", "spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1"),
+            *("--conf", f"spark.driver.extraJavaOptions={COLD_JVM_OPTIONS}"),
+            *("--conf", f"spark.executor.extraJavaOptions={COLD_JVM_OPTIONS}"),
             *("--conf", f"spark.executorEnv.PYTHONPATH={BLOCKER}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_IMPORTS={DRIVER_ONLY}"),
             *("--conf", f"spark.executorEnv.CLM_BLOCK_MARKERS={markers}"),

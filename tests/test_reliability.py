@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from deltalake import DeltaTable
-from helpers import lake_context, write_config
+from helpers import COLD_JVM_OPTIONS, lake_context, write_config
 from pyspark.sql import functions as F
 
 from clm_spark.app import Context, load_quality_rules, prepare, start_with_deps
@@ -79,11 +79,11 @@ def _config(tmp: Path, raw: Path, name: str) -> Path:
         "spark.sql.shuffle.partitions": "2",
         "spark.ui.enabled": "false",
         "spark.hadoop.fs.s3a.secret.key": "${CLM_TEST_SECRET}",  # a secret that must never show
-        # each `clm` here is a fresh JVM on a few hundred rows: compiling generated code and C2's
-        # optimising JIT cost more than they save (about 4 s of each 36 s cold run)
+        # each `clm` here is a fresh JVM on a few hundred rows: compiling generated code and adaptive
+        # re-planning cost more than they save, as in the test session
         "spark.sql.adaptive.enabled": "false",
         "spark.sql.codegen.wholeStage": "false",
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+        "spark.driver.extraJavaOptions": COLD_JVM_OPTIONS,
     }
     path.write_text(yaml.safe_dump(conf))
     return path
