@@ -262,37 +262,43 @@ def reconciliation(
     matrix, kpis = outputs[SEGMENT_TRANSITION_MATRIX.name], outputs[LIFECYCLE_KPIS.name]
     transitions, audience = outputs[SEGMENT_TRANSITIONS.name], outputs[AUDIENCE_CHANGES.name]
     spark = snapshot.sparkSession
-    dates = spark.createDataFrame(list(prev_of.items()), "snapshot_date date, previous_date date")
-    persons = snapshot.groupBy("snapshot_date").agg(
-        F.count(F.lit(1)).alias("snapshot_persons"),
-        F.count(F.when(F.col("is_control"), 1)).alias("control_persons"),
-    )
+    one = F.lit(1)
     was, now = F.col("from_is_control"), F.col("to_is_control")
-    flips = segment_pairs.groupBy("snapshot_date").agg(  # a person on one date only, or a null flag
-        F.count(F.when(was & ~now, 1)).alias("control_left"),  # (older rows), never counts
-        F.count(F.when(~was & now, 1)).alias("control_joined"),
-    )
-    rows = [
-        df.groupBy("snapshot_date").agg(F.count(F.lit(1)).alias(name))
-        for df, name in ((transitions, "transitions_rows"), (audience, "audience_rows"))
+    # Each frame gives per-row contributions (1, a flag, an amount) under its date; one aggregation
+    # sums them all, so the gold frames are not joined (and shuffled) once per total.
+    contributions = [
+        spark.createDataFrame([(d,) for d in prev_of], "snapshot_date date"),  # every date, even empty
+        snapshot.select(
+            "snapshot_date",
+            one.alias("snapshot_persons"),
+            F.when(F.col("is_control"), 1).alias("control_persons"),
+        ),
+        segment_pairs.select(  # a person on one date only, or a null flag (older rows), never counts
+            "snapshot_date",
+            F.when(was & ~now, 1).alias("control_left"),
+            F.when(~was & now, 1).alias("control_joined"),
+        ),
+        transitions.select("snapshot_date", one.alias("transitions_rows")),
+        audience.select("snapshot_date", one.alias("audience_rows")),
+        kpis.select(
+            "snapshot_date",
+            *[
+                F.when(F.col("scope_type") == kind, F.col(column)).alias(f"kpi_{kind}_{column}")
+                for kind in ("all", "stage", "segment")
+                for column in ("population", "revenue_365d")
+            ],
+        ),
+        summary.select("snapshot_date", F.col("persons").alias("summary_persons"), one.alias("summary_rows")),
+        matrix.select(
+            "snapshot_date",
+            F.when(F.col("to_segment").isNotNull(), F.col("persons")).alias("matrix_to_persons"),
+            F.when(F.col("from_segment").isNotNull(), F.col("persons")).alias("matrix_from_persons"),
+        ),
+        _under_following_date(previous, prev_of).select("snapshot_date", one.alias("previous_persons")),
     ]
-    scopes = kpis.groupBy("snapshot_date").agg(
-        *[
-            F.sum(F.when(F.col("scope_type") == kind, F.col(column))).alias(f"kpi_{kind}_{column}")
-            for kind in ("all", "stage", "segment")
-            for column in ("population", "revenue_365d")
-        ]
-    )
-    summed = summary.groupBy("snapshot_date").agg(
-        F.sum("persons").alias("summary_persons"), F.count(F.lit(1)).alias("summary_rows")
-    )
-    moved = matrix.groupBy("snapshot_date").agg(
-        F.sum(F.when(F.col("to_segment").isNotNull(), F.col("persons"))).alias("matrix_to_persons"),
-        F.sum(F.when(F.col("from_segment").isNotNull(), F.col("persons"))).alias("matrix_from_persons"),
-    )
-    before = previous.groupBy(F.col("snapshot_date").alias("previous_date")).agg(
-        F.count(F.lit(1)).alias("previous_persons")
-    )
+    rows = contributions[0]
+    for part in contributions[1:]:
+        rows = rows.unionByName(part, allowMissingColumns=True)
     totals = [
         "snapshot_persons",
         "summary_persons",
@@ -305,26 +311,31 @@ def reconciliation(
         "control_left",
         "control_joined",
         *[f"kpi_{kind}_population" for kind in ("all", "stage", "segment")],
+        "previous_persons",
     ]
+    revenue = [f"kpi_{kind}_revenue_365d" for kind in ("all", "stage", "segment")]
     return (
-        dates.join(persons, "snapshot_date", how="left")
-        .join(summed, "snapshot_date", how="left")
-        .join(moved, "snapshot_date", how="left")
-        .join(flips, "snapshot_date", how="left")
-        .join(rows[0], "snapshot_date", how="left")
-        .join(rows[1], "snapshot_date", how="left")
-        .join(scopes, "snapshot_date", how="left")
-        .join(before, "previous_date", how="left")
+        rows.filter(F.col("snapshot_date").isin(*prev_of))
+        .groupBy("snapshot_date")
+        .agg(*[F.sum(c).alias(c) for c in [*totals, *revenue]])
         .select(
             "snapshot_date",
             *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in totals],
-            F.coalesce(F.col("previous_persons"), F.lit(0)).cast("long").alias("previous_persons"),
             F.lit(input_rows).cast("long").alias("input_rows"),
-            *[
-                F.coalesce(F.col(f"kpi_{kind}_revenue_365d"), F.lit(0))
-                .cast("decimal(20,2)")
-                .alias(f"kpi_{kind}_revenue_365d")
-                for kind in ("all", "stage", "segment")
-            ],
+            *[F.coalesce(F.col(c), F.lit(0)).cast("decimal(20,2)").alias(c) for c in revenue],
         )
+    )
+
+
+def _under_following_date(previous: DataFrame, prev_of: Mapping[date, date | None]) -> DataFrame:
+    """The rows of each previous snapshot under the date(s) it precedes."""
+    follows: dict[date, list[date]] = {}
+    for d, p in prev_of.items():
+        if p is not None:
+            follows.setdefault(p, []).append(d)
+    if not follows:
+        return previous.limit(0)
+    relabel = F.create_map(*[x for p, ds in follows.items() for x in (F.lit(p), F.array(*map(F.lit, ds)))])
+    return previous.filter(F.col("snapshot_date").isin(*follows)).select(
+        F.explode(F.element_at(relabel, F.col("snapshot_date"))).alias("snapshot_date")
     )

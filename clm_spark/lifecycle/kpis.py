@@ -38,9 +38,9 @@ def _scoped(df: DataFrame) -> DataFrame:
 
 
 def _rolled_up(per_segment: DataFrame, columns: list[str]) -> DataFrame:
-    """Figures of each segment (a few rows per date) summed into every scope. Persons are counted
-    once per segment, so the population is read once, not once per scope."""
-    return _scoped(per_segment).groupBy(*SCOPE_KEYS).agg(*[F.sum(c).alias(c) for c in columns])
+    """Figures of each segment (a few rows per date) under every scope, to be summed by `build_kpis`.
+    Persons are counted once per segment, so the population is read once, not once per scope."""
+    return _scoped(per_segment).select(*SCOPE_KEYS, *columns)
 
 
 def _grid(spark: SparkSession, dates: list[date], model: SegmentModel) -> DataFrame:
@@ -146,50 +146,45 @@ def _orders(current: DataFrame, valid_orders: DataFrame) -> DataFrame:
         .groupBy(*SEGMENT_KEYS, "days_to_second")
         .agg(F.count(F.lit(1)).alias("_customers"), *[F.sum(c).alias(c) for c in figures])
     )
-    return (
-        _scoped(per_segment)
-        .groupBy(*SCOPE_KEYS)
-        .agg(
-            *[F.sum(c).alias(c) for c in figures],
-            F.percentile("days_to_second", 0.5, F.col("_customers")).alias("median_days_first_to_second"),
-        )
-    )
+    return _rolled_up(per_segment, [*figures, "days_to_second", "_customers"])
 
 
 def _flows(matrix: DataFrame, model: SegmentModel) -> DataFrame:
-    """Persons entering and leaving each scope since the previous snapshot (new and left included)."""
+    """Persons entering and leaving each scope since the previous snapshot (new and left included).
+
+    Every way a matrix row counts is one entry of an array exploded in one pass over the matrix:
+    a union of filtered copies would make the optimizer push each filter into the join of the two
+    snapshots behind the matrix, computing that join once per copy."""
     stage_of = model.lookup("stage")
-    moves = matrix.select(
-        "snapshot_date",
-        "persons",
-        "from_segment",
-        "to_segment",
-        F.element_at(stage_of, F.col("from_segment")).alias("from_stage"),
-        F.element_at(stage_of, F.col("to_segment")).alias("to_stage"),
-    )
-    parts = []
-    for kind in ("segment", "stage"):
-        src, dst = F.col(f"from_{kind}"), F.col(f"to_{kind}")
-        moved = ~src.eqNullSafe(dst)
-        entered = moves.filter(moved & dst.isNotNull()).select("snapshot_date", dst.alias("scope"), "persons")
-        left = moves.filter(moved & src.isNotNull()).select("snapshot_date", src.alias("scope"), "persons")
-        parts += [
-            entered.select("*", F.lit(kind).alias("scope_type"), F.lit("entered").alias("way")),
-            left.select("*", F.lit(kind).alias("scope_type"), F.lit("left").alias("way")),
+    segment = {"from": F.col("from_segment"), "to": F.col("to_segment")}
+    stage = {end: F.element_at(stage_of, column) for end, column in segment.items()}
+    ways = [  # (counts, scope_type, scope, way)
+        (segment["from"].isNull(), "all", F.lit("all"), "entered"),
+        (segment["from"].isNotNull() & segment["to"].isNull(), "all", F.lit("all"), "left"),
+    ]
+    for kind, ends in (("segment", segment), ("stage", stage)):
+        moved = ~ends["from"].eqNullSafe(ends["to"])
+        ways += [
+            (moved & ends["to"].isNotNull(), kind, ends["to"], "entered"),
+            (moved & ends["from"].isNotNull(), kind, ends["from"], "left"),
         ]
-    whole = moves.filter(F.col("from_segment").isNull() | F.col("to_segment").isNull()).select(
-        "snapshot_date",
-        F.lit("all").alias("scope"),
-        "persons",
-        F.lit("all").alias("scope_type"),
-        F.when(F.col("from_segment").isNull(), "entered").otherwise("left").alias("way"),
+    entries = F.array(
+        *[
+            F.struct(
+                counts.alias("counts"),
+                F.lit(kind).alias("scope_type"),
+                scope.alias("scope"),
+                F.lit(way).alias("way"),
+            )
+            for counts, kind, scope, way in ways
+        ]
     )
-    union = whole
-    for part in parts:
-        union = union.unionByName(part)
-    return union.groupBy(*SCOPE_KEYS).agg(
-        F.sum(F.when(F.col("way") == "entered", F.col("persons"))).alias("entered"),
-        F.sum(F.when(F.col("way") == "left", F.col("persons"))).alias("left"),
+    rows = matrix.select("snapshot_date", "persons", F.explode(entries).alias("_way")).filter("_way.counts")
+    return rows.select(
+        "snapshot_date",
+        F.col("_way.scope_type").alias("scope_type"),
+        F.col("_way.scope").alias("scope"),
+        *[F.when(F.col("_way.way") == way, F.col("persons")).alias(way) for way in ("entered", "left")],
     )
 
 
@@ -209,18 +204,23 @@ def build_kpis(
     `valid_orders` as `snapshot.valid_orders_as_of` gives them for the dates; `links` maps
     (snapshot_date, anonymous_id) to the customer_id it belongs to on that date.
     """
-    grid = _grid(spark, sorted(prev_of), model)
+    # Each part gives rows of figures under their scope; one aggregation sums them all, with the
+    # grid's empty rows, into one row per date and scope (a join of the parts would shuffle each).
     parts = [
         _person_counts(current, retention_days),
         _conversions(current, previous, prev_of, links),
         _orders(current, valid_orders),
         _flows(matrix, model),
     ]
-    joined = grid
+    rows = _grid(spark, sorted(prev_of), model)
     for part in parts:
-        joined = joined.join(part, SCOPE_KEYS, "left")
+        rows = rows.unionByName(part, allowMissingColumns=True)
     counts = [f.name for f in LIFECYCLE_KPIS.schema.fields if f.dataType.simpleString() == "bigint"]
     money = ["revenue_d", "revenue_30d", "revenue_365d"]
+    joined = rows.groupBy(*SCOPE_KEYS).agg(
+        *[F.sum(c).alias(c) for c in [*counts, *money]],
+        F.percentile("days_to_second", 0.5, F.col("_customers")).alias("median_days_first_to_second"),
+    )
     filled = joined.select(
         *SCOPE_KEYS,
         *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in counts],
