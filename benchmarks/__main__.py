@@ -1,4 +1,4 @@
-"""`python -m benchmarks --scale S [--days N] [--backfill-days N] [--config FILE]` (what `make bench` runs)."""
+"""`python -m benchmarks --scale S [--days N] [--backfill-days N] [--config FILE] [--verbose]` (what `make bench` runs)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-days", type=int, default=0, help="also time a backfill of N dates")
     parser.add_argument("--config", default="conf/bench.yaml", help="config file (default conf/bench.yaml)")
     parser.add_argument("--out", default="bench", help="folder for data/ and results/ (default bench)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also log each pipeline step with its time"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "great_expectations", "deltalake", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -159,7 +159,7 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         SILVER_ORDERS,
     )
 
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # -v keeps the per-step log lines
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # --verbose keeps the per-step log lines
         logging.getLogger("clm_spark").setLevel(logging.WARNING)  # the bench prints its own lines
     persons = max(100, int(BASE_PERSONS * scale))
     root = Path(out_dir) / "data" / f"scale-{scale:g}-{days}d"
