@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from clm_spark import compat
 from clm_spark.errors import ConfigError
+from clm_spark.lifecycle.kpis import under_following_date
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.tables import (
     AUDIENCE_CHANGES,
@@ -294,7 +295,7 @@ def reconciliation(
             F.when(F.col("to_segment").isNotNull(), F.col("persons")).alias("matrix_to_persons"),
             F.when(F.col("from_segment").isNotNull(), F.col("persons")).alias("matrix_from_persons"),
         ),
-        _under_following_date(previous, prev_of).select("snapshot_date", one.alias("previous_persons")),
+        under_following_date(previous, prev_of).select("snapshot_date", one.alias("previous_persons")),
     ]
     rows = contributions[0]
     for part in contributions[1:]:
@@ -324,18 +325,4 @@ def reconciliation(
             F.lit(input_rows).cast("long").alias("input_rows"),
             *[F.coalesce(F.col(c), F.lit(0)).cast("decimal(20,2)").alias(c) for c in revenue],
         )
-    )
-
-
-def _under_following_date(previous: DataFrame, prev_of: Mapping[date, date | None]) -> DataFrame:
-    """The rows of each previous snapshot under the date(s) it precedes."""
-    follows: dict[date, list[date]] = {}
-    for d, p in prev_of.items():
-        if p is not None:
-            follows.setdefault(p, []).append(d)
-    if not follows:
-        return previous.limit(0)
-    relabel = F.create_map(*[x for p, ds in follows.items() for x in (F.lit(p), F.array(*map(F.lit, ds)))])
-    return previous.filter(F.col("snapshot_date").isin(*follows)).select(
-        F.explode(F.element_at(relabel, F.col("snapshot_date"))).alias("snapshot_date")
     )

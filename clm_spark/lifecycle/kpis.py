@@ -79,8 +79,9 @@ def _person_counts(current: DataFrame, retention_days: int) -> DataFrame:
     return _rolled_up(counts, [c for c in counts.columns if c not in SEGMENT_KEYS])
 
 
-def _relabelled(previous: DataFrame, prev_of: Mapping[date, date | None]) -> DataFrame:
-    """The previous snapshot's rows under the date they precede."""
+def under_following_date(previous: DataFrame, prev_of: Mapping[date, date | None]) -> DataFrame:
+    """The previous snapshot's rows under the date they precede (each date has its own previous
+    date, `prev_of`, so no rows are needed twice)."""
     follows = {p: d for d, p in prev_of.items() if p is not None}
     if not follows:
         return previous.limit(0)
@@ -95,7 +96,7 @@ def _conversions(
     """Visitors of the previous snapshot, and those of them who are customers on D, in their scope
     of the previous date. A visitor's key on D: the customer its anonymous id maps to on D
     (`links`), else the same key."""
-    visitors = _relabelled(previous, prev_of).filter(~F.col("is_customer"))
+    visitors = under_following_date(previous, prev_of).filter(~F.col("is_customer"))
     anon = F.when(F.col("person_id").startswith("anon:"), F.expr("substring(person_id, 6)"))
     keyed = visitors.select(
         "snapshot_date", "person_id", "segment", "stage", anon.alias("anonymous_id")
