@@ -87,28 +87,43 @@ def build_summary(
         "snapshot_date date, segment string, segment_name string, stage string",
     )
     keys = ["snapshot_date", "segment"]
-    per = current.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("persons"),
-        F.sum("monetary").alias("_money"),
-        F.avg("recency_days").alias("avg_recency_days"),
-        F.avg(F.col("frequency").cast("double")).alias("avg_frequency"),
-        F.avg("monetary").alias("_avg_money"),
+    # one row per person and one per end of each move, summed with the configured segments in one
+    # aggregation: three aggregates joined onto the segments cost a shuffle each and read the
+    # transitions twice. Rows of a segment not configured for the date are dropped, as a join would.
+    people = current.select(
+        *keys,
+        F.lit(1).alias("_person"),
+        F.col("monetary").alias("_money"),
+        F.col("recency_days").alias("_recency"),
+        F.col("frequency").cast("double").alias("_frequency"),
     )
-    entered = (
-        transitions.filter(F.col("to_segment").isNotNull())
-        .groupBy("snapshot_date", F.col("to_segment").alias("segment"))
-        .agg(F.count(F.lit(1)).alias("entered"))
+    one, none = F.lit(1), F.lit(None).cast("int")
+    ends = F.array(
+        F.struct(F.col("to_segment").alias("segment"), one.alias("_entered"), none.alias("_left")),
+        F.struct(F.col("from_segment").alias("segment"), none.alias("_entered"), one.alias("_left")),
     )
-    left = (
-        transitions.filter(F.col("from_segment").isNotNull())
-        .groupBy("snapshot_date", F.col("from_segment").alias("segment"))
-        .agg(F.count(F.lit(1)).alias("left"))
+    moves = (
+        transitions.select("snapshot_date", F.explode(ends).alias("_end"))
+        .select("snapshot_date", "_end.*")
+        .filter(F.col("segment").isNotNull())
     )
+    rows = segments.withColumn("_configured", F.lit(True)).unionByName(people, allowMissingColumns=True)
     out = (
-        segments.join(per, keys, how="left")
-        .join(entered, keys, how="left")
-        .join(left, keys, how="left")
-        .withColumn("persons", F.coalesce("persons", F.lit(0)))
+        rows.unionByName(moves, allowMissingColumns=True)
+        .groupBy(*keys)
+        .agg(
+            F.max("_configured").alias("_configured"),
+            F.max("segment_name").alias("segment_name"),  # only the configured row has them
+            F.max("stage").alias("stage"),
+            F.count("_person").alias("persons"),
+            F.sum("_money").alias("_money"),
+            F.avg("_recency").alias("avg_recency_days"),
+            F.avg("_frequency").alias("avg_frequency"),
+            F.avg("_money").alias("_avg_money"),
+            F.count("_entered").alias("entered"),
+            F.count("_left").alias("left"),
+        )
+        .filter(F.col("_configured"))
     )
     population = F.sum("persons").over(Window.partitionBy("snapshot_date"))  # segments x dates rows
     return out.select(
