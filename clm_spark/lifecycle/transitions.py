@@ -144,19 +144,29 @@ def build_summary(
 
 def build_cutpoints(current: DataFrame, bins: int) -> DataFrame:
     """Per date, dimension and score: the value range it covers and its customers; degenerate flag."""
-    customers = current.filter("is_customer")
-    parts = []
-    for dim, metric in (("r", "recency_days"), ("f", "frequency"), ("m", "monetary")):
-        parts.append(
-            customers.groupBy("snapshot_date", F.col(f"{dim}_score").alias("score"))
-            .agg(
-                F.min(metric).cast("decimal(18,2)").alias("min_value"),
-                F.max(metric).cast("decimal(18,2)").alias("max_value"),
-                F.count(F.lit(1)).alias("customers"),
+    # each customer gives one row per dimension, all summed in one aggregation (one shuffle where
+    # an aggregate per dimension took three); the value is exact in decimal(18,2) before min/max
+    scores = F.array(
+        *[
+            F.struct(
+                F.lit(dim).alias("dimension"),
+                F.col(f"{dim}_score").alias("score"),
+                F.col(metric).cast("decimal(18,2)").alias("value"),
             )
-            .withColumn("dimension", F.lit(dim))
+            for dim, metric in (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
+        ]
+    )
+    union = (
+        current.filter("is_customer")
+        .select("snapshot_date", F.explode(scores).alias("_s"))
+        .select("snapshot_date", "_s.*")
+        .groupBy("snapshot_date", "dimension", "score")
+        .agg(
+            F.min("value").alias("min_value"),
+            F.max("value").alias("max_value"),
+            F.count(F.lit(1)).alias("customers"),
         )
-    union = parts[0].unionByName(parts[1]).unionByName(parts[2])
+    )
     distinct_scores = F.count(F.lit(1)).over(Window.partitionBy("snapshot_date", "dimension"))
     return union.select(
         "snapshot_date",
