@@ -131,14 +131,14 @@ def build_summary(
         "segment",
         "segment_name",
         "stage",
-        F.col("persons").cast("long").alias("persons"),
+        "persons",  # counts: 0 for a configured segment nobody is in, never null
         F.when(population > 0, F.col("persons") / population).otherwise(F.lit(0.0)).alias("share"),
         F.coalesce(F.col("_money"), F.lit(0)).cast(MONEY).alias("monetary_total"),
         F.col("avg_recency_days").cast("double"),
         F.col("avg_frequency").cast("double"),
         F.round(F.col("_avg_money"), 2).cast(MONEY).alias("avg_monetary"),
-        F.coalesce("entered", F.lit(0)).cast("long").alias("entered"),
-        F.coalesce("left", F.lit(0)).cast("long").alias("left"),
+        "entered",
+        "left",
     ).select(*[F.col(f.name).cast(f.dataType) for f in SEGMENT_SUMMARY.schema.fields])
 
 
