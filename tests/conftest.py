@@ -37,6 +37,11 @@ def spark():
             # the partitioning test runs the snapshot under both.
             "spark.sql.adaptive.enabled": "false",
             "spark.sql.codegen.wholeStage": "false",
+            # Spark's internal switch for its own tests: expressions interpreted, never compiled.
+            # A plan carries its run's dates and bounds as literals, so the code generated for it
+            # is new on every run and each task generates and compiles it again (Delta's log
+            # replay after each commit too). The cluster test keeps the product's default.
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
             # the cleaner frees shuffle files and broadcasts only after a JVM GC; the default
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",

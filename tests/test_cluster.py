@@ -111,7 +111,8 @@ def test_spark_submit_daily_job_on_a_standalone_cluster(standalone_cluster, publ
     With the shared Delta jars it runs the delta-spark engine, as a cluster would, with the lake
     and the raw feeds given as file:/// URIs and `deltalake` and `pyarrow.fs` unimportable in the
     driver too: the driver reaches storage through Spark only. Without the jars it runs delta-rs
-    (the driver commits) on plain paths.
+    (the driver commits) on plain paths. It runs Spark's default code generation, which the test
+    session turns off (conftest): the snapshot matching the published one checks the two agree.
     """
     url, work_dirs = standalone_cluster
     zip_path = shutil.make_archive(str(tmp_path / "clm_spark"), "zip", REPO, "clm_spark")  # = make package
