@@ -46,8 +46,14 @@ def lake_context(
     spark, tmp: Path, raw: Path, name: str = "lake", validate: bool = False, engine: str = "delta-rs"
 ) -> Context:
     """A run context over `raw` with a fresh lake of `engine`, from conf/clm.yaml with paths replaced."""
-    cfg, model = prepare(str(write_config(tmp, raw, name, validate, engine)))
-    return Context(cfg, model, spark, open_lake(spark, cfg.lake.root, engine), load_quality_rules(cfg, model))
+    return context_of(spark, write_config(tmp, raw, name, validate, engine), engine)
+
+
+def context_of(spark, config: Path, engine: str = "delta-rs", lake=None) -> Context:
+    """A run context from a config file, on its lake (or on `lake`, an open one of the same root)."""
+    cfg, model = prepare(str(config))
+    lake = lake or open_lake(spark, cfg.lake.root, engine)
+    return Context(cfg, model, spark, lake, load_quality_rules(cfg, model))
 
 
 def kpis_without_orders(spark, current, previous, prev_of, matrix, model):

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 from deltalake import DeltaTable
-from helpers import COLD_JVM_OPTIONS, lake_context, write_config
+from helpers import COLD_JVM_OPTIONS, context_of, lake_context, write_config
 from pyspark.sql import functions as F
 
-from clm_spark.app import Context, load_quality_rules, prepare, start_with_deps
+from clm_spark.app import start_with_deps
 from clm_spark.lake import open_lake
 from clm_spark.maintenance import vacuum_lake
 from clm_spark.sample.generate import generate
@@ -152,8 +152,7 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(
 
     # the re-run in this process: nothing of the dead runs lives on but the lake they left
     monkeypatch.setenv("CLM_TEST_SECRET", SECRET)
-    cfg, model = prepare(str(config))
-    rerun = Context(cfg, model, spark, open_lake(spark, root, "delta-rs"), load_quality_rules(cfg, model))
+    rerun = context_of(spark, config)
     start_with_deps(rerun, [D], "run")
     crash = rerun.lake
     assert checksums(crash, ORDER_FREE) == checksums(reference, ORDER_FREE)
@@ -228,8 +227,7 @@ def test_late_files_and_an_empty_day(spark, raw, tmp_path):
         assert ctx.lake.read(table, version=versions[table.name]).count() > 0
 
     # an empty day: nothing new arrives, the snapshot still publishes and passes validation
-    cfg, model = prepare(str(write_config(tmp_path, late_raw, "late", validate=True)))
-    validating = Context(cfg, model, spark, ctx.lake, load_quality_rules(cfg, model))
+    validating = context_of(spark, write_config(tmp_path, late_raw, "late", validate=True), lake=ctx.lake)
     nxt = D + timedelta(days=1)
     result = start_with_deps(validating, [nxt], "run")
     assert all(c["delivered"] == 0 for c in result.counts.values())
