@@ -23,6 +23,8 @@ NO_DELTA_REASON = (
 
 @pytest.fixture(scope="session")
 def spark():
+    from helpers import SMALL_DATA_CONF
+
     from clm_spark.session import build_session
 
     session = build_session(
@@ -32,16 +34,9 @@ def spark():
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
-            # off: on frames of a few hundred rows each adaptive stage is one more Spark job to
-            # schedule, which costs more than it saves. The product keeps Spark's default (on);
-            # the partitioning test runs the snapshot under both.
-            "spark.sql.adaptive.enabled": "false",
-            "spark.sql.codegen.wholeStage": "false",
-            # Spark's internal switch for its own tests: expressions interpreted, never compiled.
-            # A plan carries its run's dates and bounds as literals, so the code generated for it
-            # is new on every run and each task generates and compiles it again (Delta's log
-            # replay after each commit too). The cluster test keeps the product's default.
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+            # adaptive execution and compiled code off (helpers.SMALL_DATA_CONF says why); the
+            # partitioning test runs the snapshot with adaptive execution on too
+            **SMALL_DATA_CONF,
             # the cleaner frees shuffle files and broadcasts only after a JVM GC; the default
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",
@@ -84,6 +79,30 @@ def published(spark, tmp_path_factory):
     return ctx
 
 
+@pytest.fixture(scope="session")
+def small_raw(tmp_path_factory):
+    """A raw lake of 50 persons over six days, some lines bad (the crash tests and the cluster)."""
+    from helpers import SMALL_START
+
+    from clm_spark.sample.generate import generate
+
+    path = tmp_path_factory.mktemp("small") / "raw"
+    generate(path, persons=50, days=6, start=SMALL_START, seed=9, bad_rate=0.03)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_reference(spark, small_raw, tmp_path_factory):
+    """The uninterrupted run over `small_raw`: one in-process backfill of its two dates."""
+    from helpers import SMALL_DATES, lake_context
+
+    from clm_spark.app import start_with_deps
+
+    ctx = lake_context(spark, tmp_path_factory.mktemp("small-ref"), small_raw, "lake")
+    start_with_deps(ctx, list(SMALL_DATES), "backfill")
+    return ctx.lake
+
+
 # Modules whose tests run the pipeline (ingest, refine or publish through the lake): `make test`
 # runs them, `make test-fast` (-m "not pipeline") leaves them out.
 PIPELINE_MODULES = {
@@ -102,6 +121,6 @@ PIPELINE_MODULES = {
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        uses_a_lake = "published" in getattr(item, "fixturenames", ())
+        uses_a_lake = {"published", "small_reference"} & set(getattr(item, "fixturenames", ()))
         if module in PIPELINE_MODULES or uses_a_lake or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.pipeline)

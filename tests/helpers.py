@@ -12,9 +12,23 @@ from clm_spark.lake import open_lake
 
 # generated data runs 2024-01-01 .. 2024-01-20; the shared `published` lake holds its last three days
 PUBLISHED_DATES = (date(2024, 1, 18), date(2024, 1, 19), date(2024, 1, 20))
+# the small raw lake (50 persons, 2024-03-01 .. 2024-03-06) and the two dates its reference publishes
+SMALL_START = date(2024, 3, 1)
+SMALL_DATES = (date(2024, 3, 5), date(2024, 3, 6))
 # JVM options of the tests' own short-lived Spark processes (spark-submit, `clm` subprocesses): a
 # fresh JVM on a few hundred rows finishes before C2's optimised code pays for its compiling
 COLD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+# Spark settings of every test JVM (the session, `clm` subprocesses, the cluster's driver): on a few
+# hundred rows, adaptive re-planning and compiled code cost more than they save. A plan carries its
+# run's dates and bounds as literals, so the code generated for it is new on every run and each task
+# generates and compiles it again (Delta's log replay after each commit too); "NO_CODEGEN" is
+# Spark's internal switch for its own tests: expressions interpreted, never compiled. The product
+# keeps Spark's defaults; test_scenarios runs one golden scenario under them.
+SMALL_DATA_CONF = {
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
 
 
 def write_config(

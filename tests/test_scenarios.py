@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from chispa import assert_df_equality
+from helpers import SMALL_DATA_CONF
 
 from clm_spark.app import Context, start_with_deps
 from clm_spark.config import config_from_dict, parse_date
@@ -57,10 +58,7 @@ def run_scenario(spark, case: Path, tmp_path: Path):
     return lake
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
-def test_scenario(spark, case, tmp_path):
-    lake = run_scenario(spark, case, tmp_path)
+def assert_scenario(spark, case: Path, lake) -> None:
     for spec in GOLD_TABLES:
         assert_df_equality(
             lake.read(spec),
@@ -69,6 +67,34 @@ def test_scenario(spark, case, tmp_path):
             ignore_nullable=True,
             ignore_metadata=True,
         )
+
+
+@pytest.fixture
+def sparks_defaults(spark):
+    """Compiled code and adaptive execution, as the product runs (the test session turns them off)."""
+    saved = {key: spark.conf.get(key) for key in SMALL_DATA_CONF}
+    for key in SMALL_DATA_CONF:
+        spark.conf.unset(key)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            spark.conf.set(key, value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_scenario(spark, case, tmp_path):
+    assert_scenario(spark, case, run_scenario(spark, case, tmp_path))
+
+
+@pytest.mark.slow
+def test_compiled_code_gives_the_same_rows(spark, sparks_defaults, tmp_path):
+    """The richest scenario again, under Spark's own settings: compiled and interpreted agree."""
+    plan = spark.sql("EXPLAIN SELECT id + 1 FROM range(3)").first()[0]
+    assert "*(1) " in plan, plan  # whole-stage code generation is on
+    case = next(c for c in SCENARIOS if c.name == "all_segments")
+    assert_scenario(spark, case, run_scenario(spark, case, tmp_path))
 
 
 def test_every_scenario_is_complete():
