@@ -253,11 +253,14 @@ class _Kept:
     def holds(self, df: DataFrame) -> bool:
         return any(df is kept for kept in self.frames)
 
-    def release(self) -> None:
+    def release(self, but: DataFrame | None = None) -> None:
+        """Unpersist every frame (but `but`, kept for a later release)."""
         # the latest first: uncaching a frame re-plans every cached frame built on it that has
         # not been computed, so the frames built on another go before it
         for df in reversed(self.frames):
-            df.unpersist()
+            if df is not but:
+                df.unpersist()
+        self.frames = [df for df in self.frames if df is but]
 
 
 def compute_outputs(
@@ -435,6 +438,10 @@ def publish_dates(
         versions = write_outputs(lake, computed, run_id)
         versions.update(recompute_following(spark, lake, cfg, model, computed, sources, run_id, keep))
         _warn_degenerate(computed.outputs[RFM_CUTPOINTS])
+        # Spark re-plans every cached frame that reads a table after a save to it (delta-spark:
+        # one Delta file listing per scan in those plans), and most kept frames read the state
+        # through the pairs: only the pairs, which the state write reads, stay cached for it
+        keep.release(but=computed.pairs)
         carried = carry_state(lake, sources, computed.pairs, dates, run_id)
         if carried is not None:
             versions[SILVER_ACTIVITY_STATE.name] = carried

@@ -80,6 +80,15 @@ def published(spark, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def day_by_day(spark, published, tmp_path_factory):
+    """`published`'s raw files fed day by day to a delta-rs lake (helpers.publish_day_by_day):
+    test_end_to_end checks it against `published`, test_engines against delta-spark's lake."""
+    from helpers import publish_day_by_day
+
+    return publish_day_by_day(spark, published.raw, tmp_path_factory.mktemp("day-by-day"), "delta-rs")
+
+
+@pytest.fixture(scope="session")
 def small_raw(tmp_path_factory):
     """A raw lake of 50 persons over six days, some lines bad (the crash tests and the cluster)."""
     from helpers import SMALL_START
@@ -121,6 +130,6 @@ PIPELINE_MODULES = {
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        uses_a_lake = {"published", "small_reference"} & set(getattr(item, "fixturenames", ()))
+        uses_a_lake = {"published", "small_reference", "day_by_day"} & set(getattr(item, "fixturenames", ()))
         if module in PIPELINE_MODULES or uses_a_lake or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.pipeline)

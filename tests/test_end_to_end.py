@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from chispa import assert_df_equality
@@ -61,48 +61,32 @@ def test_out_of_order_and_reruns_give_the_in_order_tables(spark, published, tmp_
 
 
 @pytest.mark.slow
-def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, published, tmp_path, monkeypatch):
-    """Files delivered day by day, one day's clickstream late: the runs after the first read the
-    activity state the run before carried, plus newer and late events, and publish what one
-    backfill over every file publishes."""
-    from benchmarks.run import deliver
-    from clm_spark import pipeline
+def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(published, day_by_day):
+    """Files delivered day by day, one day's files late (conftest `day_by_day`): the runs after the
+    first read the activity state the run before carried, plus newer and late events, and publish
+    what one backfill over every file publishes."""
     from clm_spark.tables import CUSTOMER_SNAPSHOT, RFM_CUTPOINTS, SILVER_ACTIVITY_STATE, SILVER_EVENTS
 
-    late = date(2024, 1, 10)
-    used = []
-    real = pipeline.pair_activity
-    monkeypatch.setattr(
-        pipeline,
-        "pair_activity",
-        lambda e, d, state=None: used.append(state is not None) or real(e, d, state),
-    )
-    landing = tmp_path / "landing"
-    daily = lake_context(spark, tmp_path, landing, "daily")
-    lake = daily.lake
-    held = lambda day, feed_day: day <= feed_day and day != late  # noqa: E731
-    deliver(published.raw, landing, lambda day: held(day, D1))
-    start_with_deps(daily, [D1], "run")
-    state = lake.read(SILVER_ACTIVITY_STATE)
-    events = lake.read(SILVER_EVENTS).filter(F.col("event_date") <= D1)
-    assert state.count() == events.select("anonymous_id", "customer_id").distinct().count() > 0
-    assert {tuple(r) for r in state.select("covered_before", "covered_batch").distinct().collect()} == {
-        (D1 + timedelta(days=1), 1)
-    }
-    for day in (D2, D3):
-        deliver(published.raw, landing, lambda x, day=day: x <= day)  # day's files and the late ones
-        start_with_deps(daily, [day], "run")
-    assert used == [False, True, True]
-    assert {
-        tuple(r)
-        for r in lake.read(SILVER_ACTIVITY_STATE)
-        .select("covered_before", "covered_batch")
-        .distinct()
-        .collect()
-    } == {(D3 + timedelta(days=1), 3)}
+    lake, after = day_by_day.ctx.lake, day_by_day.versions
 
-    # by D3 every file has arrived (D2 lacked events of D2 delivered a day late), and D3 read
-    # all events up to D2 from the state
+    def state_at(step):
+        return lake.read(SILVER_ACTIVITY_STATE, version=after[step][SILVER_ACTIVITY_STATE.name])
+
+    def covered(step):
+        return {
+            tuple(r) for r in state_at(step).select("covered_before", "covered_batch").distinct().collect()
+        }
+
+    # the backfill of D1 - 1 and D1 carries every visitor-id pair of the events up to D1
+    events = lake.read(SILVER_EVENTS, version=after[0][SILVER_EVENTS.name]).filter(F.col("event_date") <= D1)
+    assert state_at(0).count() == events.select("anonymous_id", "customer_id").distinct().count() > 0
+    assert covered(0) == {(D1 + timedelta(days=1), 1)}
+    # D2 and D3 read it; the re-run of D1 and the recomputed movement of D2 read silver alone
+    assert day_by_day.used_state == [False, True, True, False, False]
+    assert covered(2) == {(D3 + timedelta(days=1), 3)}
+
+    # by D3 every file has arrived (D1 lacked the late day's), and D3 read all events up to D2
+    # from the state
     for table in (CUSTOMER_SNAPSHOT, RFM_CUTPOINTS):
         a = published.lake.read(table).filter(F.col("snapshot_date") == D3)
         b = lake.read(table).filter(F.col("snapshot_date") == D3)
@@ -110,6 +94,4 @@ def test_daily_runs_on_the_carried_activity_state_equal_one_backfill(spark, publ
         assert_df_equality(a, b, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
 
     # an earlier date is computed from silver alone and leaves the state where it was
-    version = lake.version(SILVER_ACTIVITY_STATE)
-    start_with_deps(daily, [D1], "run")
-    assert used[-1] is False and lake.version(SILVER_ACTIVITY_STATE) == version
+    assert after[3][SILVER_ACTIVITY_STATE.name] == after[2][SILVER_ACTIVITY_STATE.name]
