@@ -1,7 +1,8 @@
 """Faults, concurrency, late and empty data, retention and secrets, on real `clm` processes.
 
 "Checksum" = sha256 over a table's rows (volatile ingest timestamps left out) sorted, so two
-lakes match when they hold the same rows whatever their files, versions or history.
+lakes match when they hold the same rows whatever their files, versions or history. The
+uninterrupted run they are compared with is conftest's `small_reference` (a backfill of D0 and D).
 """
 
 from __future__ import annotations
@@ -40,17 +41,6 @@ SECRET = "s3cr3t-Value-7f9b"
 VOLATILE = {"_ingested_at", "ingested_at", "events_table_id"}  # per run or per lake
 DATA_TABLES = [t for t in ALL_TABLES if t is not PIPELINE_RUNS]
 ORDER_FREE = [t for t in DATA_TABLES if t not in GOLD_TABLES]  # bronze and silver
-
-
-@pytest.fixture
-def raw(small_raw):
-    return small_raw
-
-
-@pytest.fixture
-def reference(small_reference):
-    """The uninterrupted run: one in-process backfill of D0..D (conftest)."""
-    return small_reference
 
 
 def checksum(lake, spec, where: str | None = None) -> str:
@@ -117,9 +107,9 @@ def _readers_see_only_committed_files(root: str) -> int:
 
 @pytest.mark.slow
 def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(
-    spark, raw, reference, tmp_path, monkeypatch
+    spark, small_raw, small_reference, tmp_path, monkeypatch
 ):
-    config = _config(tmp_path, raw, "crash")
+    config = _config(tmp_path, small_raw, "crash")
     root = str(tmp_path / "crash")
     run_d = ("run", "--date", str(D))
     outputs = []
@@ -146,9 +136,9 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(
     rerun = context_of(spark, config)
     start_with_deps(rerun, [D], "run")
     crash = rerun.lake
-    assert checksums(crash, ORDER_FREE) == checksums(reference, ORDER_FREE)
+    assert checksums(crash, ORDER_FREE) == checksums(small_reference, ORDER_FREE)
     for spec in (CUSTOMER_SNAPSHOT, RFM_CUTPOINTS):  # the reference also holds D0
-        assert checksum(crash, spec) == checksum(reference, spec, f"snapshot_date = '{D}'")
+        assert checksum(crash, spec) == checksum(small_reference, spec, f"snapshot_date = '{D}'")
     runs = crash.read(PIPELINE_RUNS).collect()
     assert [r.status for r in runs] == ["succeeded"], "killed runs leave no record; the re-run does"
 
@@ -172,9 +162,9 @@ def test_sigkill_at_every_stage_then_rerun_equals_an_uninterrupted_run(
 
 @pytest.mark.slow
 def test_concurrent_runs_one_wins_per_date_and_other_dates_both_publish(
-    spark, raw, reference, tmp_path, monkeypatch
+    spark, small_raw, small_reference, tmp_path, monkeypatch
 ):
-    config = _config(tmp_path, raw, "concurrent")
+    config = _config(tmp_path, small_raw, "concurrent")
     procs = [_clm(config, "run", "--date", str(D)), _clm(config, "run", "--date", str(D))]
     # the other date from this process meanwhile (a third `clm` would only add a JVM start): it holds
     # the lake while the two processes start, or waits for it
@@ -190,16 +180,18 @@ def test_concurrent_runs_one_wins_per_date_and_other_dates_both_publish(
     lake = open_lake(spark, str(tmp_path / "concurrent"), "delta-rs")
     # transitions of D depend on whether D0 was present when D ran: compare order-free tables
     assert checksums(lake, [*ORDER_FREE, CUSTOMER_SNAPSHOT]) == checksums(
-        reference, [*ORDER_FREE, CUSTOMER_SNAPSHOT]
+        small_reference, [*ORDER_FREE, CUSTOMER_SNAPSHOT]
     )
     assert [r.status for r in lake.read(PIPELINE_RUNS).collect()] == ["succeeded", "succeeded"]
 
 
 @pytest.mark.slow
-def test_late_files_and_an_empty_day(spark, raw, reference, tmp_path):
+def test_late_files_and_an_empty_day(spark, small_raw, small_reference, tmp_path):
     late_raw = tmp_path / "raw"
-    shutil.copytree(raw, late_raw)
-    shutil.copytree(reference.root, tmp_path / "late")  # D0 and D published from every file but the late one
+    shutil.copytree(small_raw, late_raw)
+    shutil.copytree(
+        small_reference.root, tmp_path / "late"
+    )  # D0 and D published from every file but the late one
     ctx = lake_context(spark, tmp_path, late_raw, "late")
     before = {d: checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{d}'") for d in (D0, D)}
     versions = {t.name: ctx.lake.version(t) for t in GOLD_TABLES}
