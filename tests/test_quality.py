@@ -47,6 +47,7 @@ def _frames(spark, model, current, previous, audience=None):
 
 def test_clean_outputs_pass(spark, model, rules):
     prev, cur = _case(spark)
+
     def persisted():
         return set(spark.sparkContext._jsc.getPersistentRDDs().keys())
 
