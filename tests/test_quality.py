@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from helpers import kpis_without_orders, lake_context
+from helpers import SMALL_DATES, kpis_without_orders, lake_context
 from pyspark.sql import functions as F
 from test_transitions import D0, D1, _case
 
@@ -17,7 +17,6 @@ from clm_spark.errors import ValidationFailed
 from clm_spark.lifecycle.segments import load_segments
 from clm_spark.lifecycle.transitions import build_matrix, build_summary, build_transitions, segment_pairs
 from clm_spark.quality import load_rules, reconciliation, validate_frames
-from clm_spark.sample.generate import generate
 from clm_spark.tables import CUSTOMER_SNAPSHOT, GOLD_TABLES, PIPELINE_RUNS
 
 
@@ -88,10 +87,9 @@ def test_corruptions_are_critical_failures(spark, model, rules):
 
 
 @pytest.mark.slow
-def test_gate_blocks_publishing_and_records_the_run(spark, tmp_path, monkeypatch):
-    generate(tmp_path / "raw", persons=150, days=10, start=date(2024, 1, 1), seed=2, bad_rate=0.0)
-    ctx = lake_context(spark, tmp_path, tmp_path / "raw", validate=True)
-    day = date(2024, 1, 10)
+def test_gate_blocks_publishing_and_records_the_run(spark, small_raw, tmp_path, monkeypatch):
+    ctx = lake_context(spark, tmp_path, small_raw, validate=True)
+    day = SMALL_DATES[-1]
 
     real = pipeline.compute_outputs
 
