@@ -124,22 +124,19 @@ def _gate(spark, prev, cur, audience=None):
 
 
 def test_the_gate_catches_a_control_flag_that_moves_and_an_audience_row_lost(spark):
-    people = [
-        ("p1", "champions", 1, 5, "100.00", 5, 5, 5),
-        ("p2", "lost", 200, 1, "5.00", 1, 1, 1),
-    ]
-    prev = _snap(spark, D0, people, control=("p1",))
-    assert _gate(spark, prev, _snap(spark, D1, people, control=("p1",))) == (set(), set())
-    # p1 left the control group (critical) and p2 joined it, as a raised share does (a warning):
-    # each is its own check of the reconciliation row, so one gate shows both
-    flipped = _gate(spark, prev, _snap(spark, D1, people, control=("p2",)))
-    assert flipped == ({"control_flag_kept"}, {"control_unchanged"})
-
-    _, cur = _case(spark)
-    prev, _ = _case(spark)
-    full = audience_changes(segment_pairs(cur, prev, {D1: D0}, carry=CONTACT))
-    critical, _ = _gate(spark, prev, cur, full.filter("person_id <> 'p3'"))  # the leaver dropped
-    assert critical == {"audience_is_transitions"}
+    prev, cur = _case(spark, previous_control=("p1",))
+    held = cur.withColumn("is_control", F.col("person_id") == "p1")
+    assert _gate(spark, prev, held) == (set(), set())
+    # p1 left the control group (critical), p2 joined it as a raised share does (a warning) and the
+    # leaver p3's audience row is lost (critical): each is its own check of the reconciliation row,
+    # so one gate shows all three
+    flipped = cur.withColumn("is_control", F.col("person_id") == "p2")
+    full = audience_changes(segment_pairs(flipped, prev, {D1: D0}, carry=CONTACT))
+    lost = full.filter("person_id <> 'p3'")
+    assert _gate(spark, prev, flipped, lost) == (
+        {"control_flag_kept", "audience_is_transitions"},
+        {"control_unchanged"},
+    )
 
 
 def test_segment_catalog_is_the_rules_and_their_playbooks(spark):
