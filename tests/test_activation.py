@@ -124,13 +124,12 @@ def _gate(spark, prev, cur, audience=None):
 
 
 def test_the_gate_catches_a_control_flag_that_moves_and_an_audience_row_lost(spark):
-    prev, cur = _case(spark, previous_control=("p1",))
-    held = cur.withColumn("is_control", F.col("person_id") == "p1")
+    prev, held = _case(spark, previous_control=("p1",), control=("p1",))
     assert _gate(spark, prev, held) == (set(), set())
     # p1 left the control group (critical), p2 joined it as a raised share does (a warning) and the
     # leaver p3's audience row is lost (critical): each is its own check of the reconciliation row,
     # so one gate shows all three
-    flipped = cur.withColumn("is_control", F.col("person_id") == "p2")
+    _, flipped = _case(spark, previous_control=("p1",), control=("p2",))
     full = audience_changes(segment_pairs(flipped, prev, {D1: D0}, carry=CONTACT))
     lost = full.filter("person_id <> 'p3'")
     assert _gate(spark, prev, flipped, lost) == (

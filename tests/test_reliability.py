@@ -189,9 +189,8 @@ def test_concurrent_runs_one_wins_per_date_and_other_dates_both_publish(
 def test_late_files_and_an_empty_day(spark, small_raw, small_reference, tmp_path):
     late_raw = tmp_path / "raw"
     shutil.copytree(small_raw, late_raw)
-    shutil.copytree(
-        small_reference.root, tmp_path / "late"
-    )  # D0 and D published from every file but the late one
+    # the lake of D0 and D published from every file but the late one
+    shutil.copytree(small_reference.root, tmp_path / "late")
     ctx = lake_context(spark, tmp_path, late_raw, "late")
     before = {d: checksum(ctx.lake, CUSTOMER_SNAPSHOT, f"snapshot_date = '{d}'") for d in (D0, D)}
     versions = {t.name: ctx.lake.version(t) for t in GOLD_TABLES}

@@ -66,8 +66,8 @@ def _snap(spark, day, people, control=()):
     return spark.createDataFrame(rows, CUSTOMER_SNAPSHOT.schema)
 
 
-def _case(spark, previous_control=()):
-    """`previous_control`: persons held out on D0."""
+def _case(spark, previous_control=(), control=()):
+    """`previous_control`: persons held out on D0; `control`: on D1."""
     prev = _snap(
         spark,
         D0,
@@ -86,6 +86,7 @@ def _case(spark, previous_control=()):
             ("p2", "at_risk", 1, 2, "10.01", 2, 5, 5),
             ("p4", "loyal_visitor", None, 0, "0.00", None, None, None),
         ],
+        control=control,
     )
     return prev, cur
 
