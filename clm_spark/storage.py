@@ -45,12 +45,33 @@ class Storage:
         if not fs.exists(base):
             return []
         prefix = base.toString().rstrip("/") + "/"
-        found, it = [], fs.listFiles(base, True)
-        while it.hasNext():
-            status = it.next()
-            full = status.getPath().toString()
-            found.append(FileInfo(full.removeprefix(prefix), status.getLen(), status.getModificationTime()))
+        found = [
+            FileInfo(s.getPath().toString().removeprefix(prefix), s.getLen(), s.getModificationTime())
+            for s in self._statuses(fs, base, walk=fs.getScheme() == "file")
+        ]
         return sorted(found, key=lambda f: f.rel)
+
+    @staticmethod
+    def _statuses(fs, base, walk: bool):
+        """The file statuses below `base`, recursively: with `walk` folder by folder.
+
+        Object stores and HDFS list a whole tree in a few requests (`listFiles`). Hadoop's local
+        file system without its native library, though, fills each status `listFiles` returns with
+        the file's permissions by forking a shell command per file; its plain directory listing
+        reads them only when asked, so a local tree is walked.
+        """
+        if not walk:
+            it = fs.listFiles(base, True)
+            while it.hasNext():
+                yield it.next()
+            return
+        folders = [base]
+        while folders:
+            for status in fs.listStatus(folders.pop()):
+                if status.isDirectory():
+                    folders.append(status.getPath())
+                else:
+                    yield status
 
     def list_dir(self, uri: str) -> list[FileInfo]:
         """The direct children of a folder (files and folders); [] when it does not exist."""

@@ -65,4 +65,11 @@ def test_storage_round_trip_through_hadoop(spark, tmp_path):
         ("b", True),
     }
     assert storage.list_files(str(tmp_path / "missing")) == []
+    # a local tree is walked folder by folder; other file systems list it in one go: same files
+    fs, base = compat.hadoop_file_system(spark, str(tmp_path))
+    listed = {
+        walk: sorted(s.getPath().toString() for s in Storage._statuses(fs, base, walk))
+        for walk in (True, False)
+    }
+    assert listed[True] == listed[False] and len(listed[True]) == 2
     assert storage.delete(str(tmp_path / "a" / "b"), recursive=True) and not storage.exists(uri)
