@@ -17,7 +17,15 @@ from clm_spark.errors import ValidationFailed
 from clm_spark.ingest.bronze import ingest_feed
 from clm_spark.ingest.silver import FeedCounts, refine_clickstream, refine_orders, refined_batch
 from clm_spark.lake import Lake, TableSpec
-from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write
+from clm_spark.lifecycle.kpis import (
+    ORDER_FACTS,
+    build_cohorts,
+    build_kpis,
+    cohort_months_to_write,
+    customer_facts,
+    kpi_customers,
+    order_facts,
+)
 from clm_spark.lifecycle.segments import SegmentModel
 from clm_spark.lifecycle.snapshot import (
     CarriedState,
@@ -139,8 +147,9 @@ def carry_state(lake: Lake, sources: Sources, pairs: DataFrame, dates: list[date
 
 class SnapshotFrames(NamedTuple):
     pairs: DataFrame  # per visitor-id pair activity: the next carried state
-    valid_orders: DataFrame  # the valid orders as of each date: the KPIs and predictions read them
+    valid_orders: DataFrame  # the valid orders as of each date: the cohorts and predictions read them
     snapshot: DataFrame  # the scored snapshot rows of the dates
+    customers: DataFrame  # each customer's segment and order facts: the KPIs read them
     state: CarriedState | None  # the carried state used, if any
 
 
@@ -148,14 +157,17 @@ def snapshot_frames(
     sources: Sources, dates: list[date], params: SnapshotParams, model: SegmentModel, keep
 ) -> SnapshotFrames:
     """The scored snapshot of the dates and what it was built from, each passed through `keep`
-    (which persists it)."""
+    (which persists it). The snapshot and the KPIs' customers are columns of one kept frame: the
+    scored rows carry each customer's order facts, computed with its RFM metrics."""
     # the state serves the dates when none of them is before the last day it covers
     state = sources.state if sources.state is not None and sources.state.serves(dates) else None
     pairs = keep(pair_activity(sources.events, dates, state))
     valid = keep(valid_orders_as_of(sources.orders, dates))
     # the percentiles read the people three times: scan silver once
-    people = keep(people_of(pairs, valid, dates, params))
-    return SnapshotFrames(pairs, valid, keep(score_snapshot(people, params, model)), state)
+    people = keep(people_of(pairs, valid, dates, params, order_facts()))
+    scored = keep(score_snapshot(people, params, model, carry=ORDER_FACTS))
+    snapshot = scored.select(*CUSTOMER_SNAPSHOT.columns)
+    return SnapshotFrames(pairs, valid, snapshot, kpi_customers(scored), state)
 
 
 def snapshot_params(cfg: Config) -> SnapshotParams:
@@ -184,9 +196,9 @@ def _snapshots_of(lake: Lake, dates: list[date]) -> DataFrame:
 
 @dataclass(frozen=True)
 class KpiInputs:
-    """What the KPIs need beyond the snapshots: the valid orders as of the dates and the identity links."""
+    """What the KPIs need beyond the snapshots: each customer's order facts and the identity links."""
 
-    valid_orders: DataFrame
+    customers: DataFrame  # `kpis.kpi_customers` or `kpis.customer_facts`
     links: DataFrame
     retention_days: int
 
@@ -198,7 +210,7 @@ def _movement(spark, current, previous, prev_of, model, keep, kpi: KpiInputs) ->
     transitions = build_transitions(pairs)
     matrix = keep(build_matrix(pairs))  # the KPIs read it
     kpis = build_kpis(
-        spark, current, previous, prev_of, matrix, kpi.valid_orders, kpi.links, model, kpi.retention_days
+        spark, current, previous, prev_of, matrix, kpi.customers, kpi.links, model, kpi.retention_days
     )
     return pairs, {
         SEGMENT_TRANSITIONS: transitions,
@@ -275,7 +287,7 @@ def compute_outputs(
     """Step 1: every gold output of the dates, from silver and the published previous snapshots."""
     params = snapshot_params(cfg)
     with step(f"snapshot {_label(dates)}") as s:
-        pairs, valid, current, state = snapshot_frames(sources, dates, params, model, keep)
+        pairs, valid, current, customers, state = snapshot_frames(sources, dates, params, model, keep)
         s.rows = current.count()
     others = [x for x in published_dates(lake) if x not in dates]
     prev_of = _previous_of(dates, others)
@@ -284,7 +296,7 @@ def compute_outputs(
     previous = keep(_snapshots_of(lake, stored)).unionByName(
         current.filter(F.col("snapshot_date").isin(*ours) if ours else F.lit(False))
     )
-    kpi = KpiInputs(valid, identity_links(pairs, dates), cfg.kpis.retention_days)
+    kpi = KpiInputs(customers, identity_links(pairs, dates), cfg.kpis.retention_days)
     moved, movement = _movement(spark, current, previous, prev_of, model, keep, kpi)
     outputs = {
         CUSTOMER_SNAPSHOT: current,
@@ -392,9 +404,8 @@ def recompute_following(
     # their conversions need their own orders and links: read from silver (out-of-order runs only)
     dates = sorted(later)
     pairs = pair_activity(sources.events, dates)
-    kpi = KpiInputs(
-        valid_orders_as_of(sources.orders, dates), identity_links(pairs, dates), cfg.kpis.retention_days
-    )
+    customers = customer_facts(nxt, valid_orders_as_of(sources.orders, dates))
+    kpi = KpiInputs(customers, identity_links(pairs, dates), cfg.kpis.retention_days)
     _, movement = _movement(spark, nxt, computed.outputs[CUSTOMER_SNAPSHOT], later, model, keep, kpi)
     return {
         spec.name: lake.overwrite(spec, df, replace={"snapshot_date": sorted(later)}, run_id=run_id).version
@@ -432,8 +443,12 @@ def publish_dates(
     keep = _Kept()
     try:
         computed = compute_outputs(spark, lake, cfg, model, dates, sources, keep)
-        # validation and the writes read every output again: compute each one once
-        computed.outputs = {s: df if keep.holds(df) else keep(df) for s, df in computed.outputs.items()}
+        # validation and the writes read every output again: compute each one once (the snapshot
+        # is read from the kept scored rows it selects from)
+        computed.outputs = {
+            s: df if keep.holds(df) or s == CUSTOMER_SNAPSHOT else keep(df)
+            for s, df in computed.outputs.items()
+        }
         validation = gate_outputs(lake, rules, run_id, computed, sources)
         versions = write_outputs(lake, computed, run_id)
         versions.update(recompute_following(spark, lake, cfg, model, computed, sources, run_id, keep))

@@ -73,13 +73,14 @@ def context_of(spark, config: Path, engine: str = "delta-rs", lake=None) -> Cont
 
 def kpis_without_orders(spark, current, previous, prev_of, matrix, model):
     """gold/lifecycle_kpis of hand-built snapshots that have no order rows behind them."""
-    from clm_spark.lifecycle.kpis import build_kpis
+    from clm_spark.lifecycle.kpis import build_kpis, customer_facts
 
     orders = spark.createDataFrame(
         [], "snapshot_date date, customer_id string, order_date date, amount_base decimal(18,2)"
     )
     links = spark.createDataFrame([], "snapshot_date date, anonymous_id string, customer_id string")
-    return build_kpis(spark, current, previous, prev_of, matrix, orders, links, model, 90)
+    customers = customer_facts(current, orders)
+    return build_kpis(spark, current, previous, prev_of, matrix, customers, links, model, 90)
 
 
 # held back on the first delivery of the day-by-day lake: its files arrive with the next day's

@@ -13,11 +13,27 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
+from chispa import assert_df_equality
 
-from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write
+from clm_spark.lifecycle.kpis import (
+    ORDER_FACTS,
+    build_cohorts,
+    build_kpis,
+    cohort_months_to_write,
+    customer_facts,
+    kpi_customers,
+    order_facts,
+)
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.snapshot import valid_orders_as_of
+from clm_spark.lifecycle.snapshot import (
+    SnapshotParams,
+    pair_activity,
+    people_of,
+    score_snapshot,
+    valid_orders_as_of,
+)
 from clm_spark.lifecycle.transitions import build_matrix, segment_pairs
+from clm_spark.tables import CUSTOMER_SNAPSHOT
 
 D0, D, EMPTY = date(2024, 1, 9), date(2024, 1, 10), date(2024, 1, 11)
 PEOPLE = (
@@ -68,8 +84,8 @@ def _kpis(spark, model):
     )
     prev_of = {D: D0}
     matrix = build_matrix(segment_pairs(current, previous, prev_of))
-    valid = valid_orders_as_of(_orders(spark), [D])
-    kpis = build_kpis(spark, current, previous, prev_of, matrix, valid, links, model, 5)
+    customers = customer_facts(current, valid_orders_as_of(_orders(spark), [D]))
+    kpis = build_kpis(spark, current, previous, prev_of, matrix, customers, links, model, 5)
     return {(r.scope_type, r.scope): r.asDict() for r in kpis.collect()}
 
 
@@ -138,7 +154,7 @@ def test_stages_and_segments_split_the_same_persons(spark, model):
 
 def test_an_empty_day_has_every_scope_with_zeros_and_no_rates(spark, model):
     empty = spark.createDataFrame([], PEOPLE)
-    orders = valid_orders_as_of(_orders(spark).limit(0), [EMPTY])
+    orders = customer_facts(empty, valid_orders_as_of(_orders(spark).limit(0), [EMPTY]))
     links = spark.createDataFrame([], "snapshot_date date, anonymous_id string, customer_id string")
     matrix = build_matrix(segment_pairs(empty, empty, {EMPTY: None}))
     rows = build_kpis(spark, empty, empty, {EMPTY: None}, matrix, orders, links, model, 5).collect()
@@ -198,3 +214,48 @@ def test_cohort_rows_by_hand(spark):
         for k, r in got.items()
     } == by_hand
     assert {r.as_of_date for r in got.values()} == {date(2024, 1, 31), date(2024, 2, 29)}
+
+
+def test_order_facts_carried_on_the_scored_rows_equal_those_joined_from_the_orders(spark, model):
+    """The pipeline computes each customer's order facts with its RFM metrics and carries them on
+    the scored rows; a date read back from the lake joins them from the orders. Both give the
+    same rows (the golden scenarios check that the published snapshot does not change).
+
+    Added to the hand-worked orders: c3 orders twice on 01-05 (days to the second order: 0).
+    As of D0 c1's valid orders are 01-01 and 01-08 (7 days), as of D 01-01 and 01-10 (9 days:
+    01-08 was refunded on D); c2 has one order (null)."""
+    same_day = spark.createDataFrame(
+        [
+            ("o5", "c3", date(2024, 1, 5), datetime(2024, 1, 5, 9), "completed", Decimal("5.00")),
+            ("o6", "c3", date(2024, 1, 5), datetime(2024, 1, 5, 18), "placed", Decimal("7.00")),
+        ],
+        _orders(spark).schema,
+    )
+    orders = _orders(spark).unionByName(same_day)
+    events = spark.createDataFrame(
+        [(D, datetime(2024, 1, 10, 8), None, "v9", False)],
+        "event_date date, event_time timestamp, customer_id string, anonymous_id string, has_email boolean",
+    )
+    dates, params = [D0, D], SnapshotParams()
+    valid = valid_orders_as_of(orders, dates)
+    people = people_of(pair_activity(events, dates), valid, dates, params, order_facts())
+    scored = score_snapshot(people, params, model, carry=ORDER_FACTS)
+    snapshot = scored.select(*CUSTOMER_SNAPSHOT.columns)
+
+    assert_df_equality(
+        kpi_customers(scored), customer_facts(snapshot, valid), ignore_row_order=True, ignore_nullable=True
+    )
+    facts = {(r.snapshot_date, r.person_id): r for r in scored.filter("is_customer").collect()}
+    assert {k: r.days_to_second for k, r in facts.items()} == {
+        (D0, "c1"): 7,
+        (D0, "c3"): 0,
+        (D, "c1"): 9,
+        (D, "c2"): None,
+        (D, "c3"): 0,
+    }
+    assert (facts[(D, "c1")].orders_30d, facts[(D, "c1")].revenue_30d) == (2, Decimal("80.00"))
+    assert (facts[(D, "c1")].orders_d, facts[(D, "c1")].revenue_d) == (1, Decimal("30.00"))
+    assert facts[(D0, "c1")].revenue_365d == Decimal("150.00")
+    assert scored.filter("not is_customer").select(*ORDER_FACTS).distinct().collect() == [
+        tuple([None] * len(ORDER_FACTS))
+    ]

@@ -118,36 +118,54 @@ def _conversions(
     return _rolled_up(counts, ["previous_visitors", "converted_visitors"])
 
 
-def _orders(current: DataFrame, valid_orders: DataFrame) -> DataFrame:
-    """Order figures of the customers in each scope: orders and revenue of D and the trailing 30
-    and 365 days (order-level sums), and the median days from the first to the second valid order
-    (customer-level; same day: 0). Reduced per customer first, so the scope join sees one row per
-    customer instead of one per order."""
+FIGURES = [f"{kind}_{label}" for label in ("d", "30d", "365d") for kind in ("orders", "revenue")]
+ORDER_FACTS = [*FIGURES, "days_to_second"]  # the columns of `order_facts`, in its order
+
+
+def order_facts() -> dict[str, Column]:
+    """The order figures of a customer on a date, as aggregates of its valid orders (grouped per
+    snapshot_date and customer): orders and revenue of D and the trailing 30 and 365 days, and the
+    days from the first to the second valid order (same day: 0; null with one order).
+
+    The pipeline computes them in the snapshot's own pass over the valid orders
+    (`snapshot.people_of(extra=)`) and carries them on the scored rows, so the KPIs neither read
+    the orders again nor join them to the customers' segments (`customer_facts` does, for snapshot
+    rows read back from the lake)."""
     d = F.col("snapshot_date")
     since = {"d": d, "30d": F.date_sub(d, 29), "365d": F.date_sub(d, 364)}
-    per_customer = []
+    facts = {}
     for label, start in since.items():
         inside = F.col("order_date") >= start
-        per_customer += [
-            _count(inside).alias(f"orders_{label}"),
-            F.coalesce(F.sum(F.when(inside, F.col("amount_base"))), F.lit(0)).alias(f"revenue_{label}"),
-        ]
+        facts[f"orders_{label}"] = _count(inside)
+        facts[f"revenue_{label}"] = F.coalesce(F.sum(F.when(inside, F.col("amount_base"))), F.lit(0))
     second = F.try_element_at(F.sort_array(F.collect_list("order_date")), F.lit(2))
-    facts = valid_orders.groupBy("snapshot_date", "customer_id").agg(
-        *per_customer, F.datediff(second, F.min("order_date")).alias("days_to_second")
+    facts["days_to_second"] = F.datediff(second, F.min("order_date"))
+    return facts
+
+
+def kpi_customers(scored: DataFrame) -> DataFrame:
+    """What `build_kpis` reads of each customer: its date, segment, stage and order facts, from
+    snapshot rows that carry the `order_facts` columns."""
+    return scored.filter("is_customer").select(*SEGMENT_KEYS, *ORDER_FACTS)
+
+
+def customer_facts(snapshot: DataFrame, valid_orders: DataFrame) -> DataFrame:
+    """`kpi_customers` of snapshot rows without the order facts: the facts from the valid orders as
+    of the dates (`snapshot.valid_orders_as_of`), joined to the customers."""
+    facts = valid_orders.groupBy("snapshot_date", F.col("customer_id").alias("person_id")).agg(
+        *[column.alias(name) for name, column in order_facts().items()]
     )
-    scope = current.filter("is_customer").select(
-        "snapshot_date", F.col("person_id").alias("customer_id"), "segment", "stage"
+    return kpi_customers(snapshot.join(facts, ["snapshot_date", "person_id"]))
+
+
+def _orders(customers: DataFrame) -> DataFrame:
+    """Order figures of the customers in each scope: order-level sums of the facts, and the
+    customers per days to the second order, whose counts weigh the median exactly as the customers
+    would (a few thousand rows per date)."""
+    per_segment = customers.groupBy(*SEGMENT_KEYS, "days_to_second").agg(
+        F.count(F.lit(1)).alias("_customers"), *[F.sum(c).alias(c) for c in FIGURES]
     )
-    figures = [f"{kind}_{label}" for label in since for kind in ("orders", "revenue")]
-    # per segment and days to the second order: a few thousand rows per date, whose counts weigh
-    # the median exactly as the customers would
-    per_segment = (
-        facts.join(scope, ["snapshot_date", "customer_id"])
-        .groupBy(*SEGMENT_KEYS, "days_to_second")
-        .agg(F.count(F.lit(1)).alias("_customers"), *[F.sum(c).alias(c) for c in figures])
-    )
-    return _rolled_up(per_segment, [*figures, "days_to_second", "_customers"])
+    return _rolled_up(per_segment, [*FIGURES, "days_to_second", "_customers"])
 
 
 def _flows(matrix: DataFrame, model: SegmentModel) -> DataFrame:
@@ -195,14 +213,14 @@ def build_kpis(
     previous: DataFrame,
     prev_of: Mapping[date, date | None],
     matrix: DataFrame,
-    valid_orders: DataFrame,
+    customers: DataFrame,
     links: DataFrame,
     model: SegmentModel,
     retention_days: int,
 ) -> DataFrame:
     """One row per date and scope (`all`, each stage, each segment) with every lifecycle KPI.
 
-    `valid_orders` as `snapshot.valid_orders_as_of` gives them for the dates; `links` maps
+    `customers` as `kpi_customers` or `customer_facts` gives them for the dates; `links` maps
     (snapshot_date, anonymous_id) to the customer_id it belongs to on that date.
     """
     # Each part gives rows of figures under their scope; one aggregation sums them all, with the
@@ -210,14 +228,14 @@ def build_kpis(
     parts = [
         _person_counts(current, retention_days),
         _conversions(current, previous, prev_of, links),
-        _orders(current, valid_orders),
+        _orders(customers),
         _flows(matrix, model),
     ]
     rows = _grid(spark, sorted(prev_of), model)
     for part in parts:
         rows = rows.unionByName(part, allowMissingColumns=True)
     counts = [f.name for f in LIFECYCLE_KPIS.schema.fields if f.dataType.simpleString() == "bigint"]
-    money = ["revenue_d", "revenue_30d", "revenue_365d"]
+    money = [c for c in FIGURES if c.startswith("revenue_")]
     joined = rows.groupBy(*SCOPE_KEYS).agg(
         *[F.sum(c).alias(c) for c in [*counts, *money]],
         F.percentile("days_to_second", 0.5, F.col("_customers")).alias("median_days_first_to_second"),

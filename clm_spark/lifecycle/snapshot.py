@@ -240,7 +240,10 @@ def valid_orders_as_of(orders: DataFrame, when: Dates) -> DataFrame:
     )
 
 
-def customer_metrics(valid_orders: DataFrame, lookback_days: int) -> DataFrame:
+def customer_metrics(
+    valid_orders: DataFrame, lookback_days: int, extra: Mapping[str, Column] | None = None
+) -> DataFrame:
+    """Per date and customer: the RFM metrics, and the `extra` aggregates of its valid orders."""
     in_window = F.col("order_date") > F.date_sub(F.col("snapshot_date"), lookback_days)
     return valid_orders.groupBy("snapshot_date", F.col("customer_id").alias("person_id")).agg(
         F.count(F.lit(1)).cast("int").alias("orders_lifetime"),
@@ -248,6 +251,7 @@ def customer_metrics(valid_orders: DataFrame, lookback_days: int) -> DataFrame:
         F.max("order_date").alias("last_order_date"),
         F.count(F.when(in_window, 1)).cast("int").alias("frequency"),
         F.coalesce(F.sum(F.when(in_window, F.col("amount_base"))), F.lit(0)).cast(MONEY).alias("monetary"),
+        *[column.alias(name) for name, column in (extra or {}).items()],
     )
 
 
@@ -307,12 +311,21 @@ def build_people(
     return people_of(pair_activity(events, when, state), valid_orders_as_of(orders, when), when, params)
 
 
-def people_of(pairs: DataFrame, valid_orders: DataFrame, when: Dates, params: SnapshotParams) -> DataFrame:
+def people_of(
+    pairs: DataFrame,
+    valid_orders: DataFrame,
+    when: Dates,
+    params: SnapshotParams,
+    extra: Mapping[str, Column] | None = None,
+) -> DataFrame:
     """`build_people` from the visitor pairs of `pair_activity` and the valid orders of
-    `valid_orders_as_of` (the pipeline keeps both: the state and the KPIs read them again)."""
+    `valid_orders_as_of` (the pipeline keeps both: the state and the KPIs read them again).
+
+    `extra` aggregates of each customer's valid orders come along as columns of those names (null
+    for visitors), computed in the same pass as the RFM metrics."""
     dates = as_dates(when)
     activity = person_activity(pairs, dates, params.control_salt)
-    metrics = customer_metrics(valid_orders, params.lookback_days)
+    metrics = customer_metrics(valid_orders, params.lookback_days, extra)
     people = metrics.join(activity, ["snapshot_date", "person_id"], how="full")
     is_customer = F.col("orders_lifetime").isNotNull()
     is_active = F.col("last_event_date") > F.date_sub(F.col("snapshot_date"), params.active_days)
@@ -334,11 +347,15 @@ def people_of(pairs: DataFrame, valid_orders: DataFrame, when: Dates, params: Sn
         *control_columns(
             params.control_salt, params.control_share, F.col("linked_bucket_min"), F.col("linked_bucket_max")
         ),
+        *(extra or {}),
     )
 
 
-def score_snapshot(people: DataFrame, params: SnapshotParams, model: SegmentModel) -> DataFrame:
-    """Scores and segments for the people of each date, in the declared column order.
+def score_snapshot(
+    people: DataFrame, params: SnapshotParams, model: SegmentModel, carry: Sequence[str] = ()
+) -> DataFrame:
+    """Scores and segments for the people of each date, in the declared column order, followed by
+    the `carry` columns of `people`.
 
     Exact and approx percentiles read `people` three times (bounds and bucket sizes go to the
     driver before the final join): callers that care about speed persist it first, so silver is
@@ -350,7 +367,7 @@ def score_snapshot(people: DataFrame, params: SnapshotParams, model: SegmentMode
         scored.withColumn("segment", segment)
         .withColumn("segment_name", F.element_at(model.lookup("name"), F.col("segment")))
         .withColumn("stage", F.element_at(model.lookup("stage"), F.col("segment")))
-        .select(*[F.col(f.name).cast(f.dataType) for f in CUSTOMER_SNAPSHOT.schema.fields])
+        .select(*[F.col(f.name).cast(f.dataType) for f in CUSTOMER_SNAPSHOT.schema.fields], *carry)
     )
 
 
