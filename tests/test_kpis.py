@@ -239,7 +239,7 @@ def test_order_facts_carried_on_the_scored_rows_equal_those_joined_from_the_orde
     dates, params = [D0, D], SnapshotParams()
     valid = valid_orders_as_of(orders, dates)
     people = people_of(pair_activity(events, dates), valid, dates, params, order_facts())
-    scored = score_snapshot(people, params, model, carry=ORDER_FACTS)
+    scored = score_snapshot(people, params, model, carry=ORDER_FACTS).cache()  # read four times
     snapshot = scored.select(*CUSTOMER_SNAPSHOT.columns)
 
     assert_df_equality(
@@ -259,3 +259,4 @@ def test_order_facts_carried_on_the_scored_rows_equal_those_joined_from_the_orde
     assert scored.filter("not is_customer").select(*ORDER_FACTS).distinct().collect() == [
         tuple([None] * len(ORDER_FACTS))
     ]
+    scored.unpersist()
