@@ -319,7 +319,8 @@ def people_of(
     extra: Mapping[str, Column] | None = None,
 ) -> DataFrame:
     """`build_people` from the visitor pairs of `pair_activity` and the valid orders of
-    `valid_orders_as_of` (the pipeline keeps both: the state and the KPIs read them again).
+    `valid_orders_as_of` (the pipeline keeps both: the state, the cohorts and the predictions read
+    them again).
 
     `extra` aggregates of each customer's valid orders come along as columns of those names (null
     for visitors), computed in the same pass as the RFM metrics."""
