@@ -15,25 +15,11 @@ from decimal import Decimal
 import pytest
 from chispa import assert_df_equality
 
-from clm_spark.lifecycle.kpis import (
-    ORDER_FACTS,
-    build_cohorts,
-    build_kpis,
-    cohort_months_to_write,
-    customer_facts,
-    kpi_customers,
-    order_facts,
-)
+from clm_spark.lifecycle.kpis import build_cohorts, build_kpis, cohort_months_to_write, customer_facts
 from clm_spark.lifecycle.segments import load_segments
-from clm_spark.lifecycle.snapshot import (
-    SnapshotParams,
-    pair_activity,
-    people_of,
-    score_snapshot,
-    valid_orders_as_of,
-)
+from clm_spark.lifecycle.snapshot import SnapshotParams, valid_orders_as_of
 from clm_spark.lifecycle.transitions import build_matrix, segment_pairs
-from clm_spark.tables import CUSTOMER_SNAPSHOT
+from clm_spark.pipeline import Sources, snapshot_frames
 
 D0, D, EMPTY = date(2024, 1, 9), date(2024, 1, 10), date(2024, 1, 11)
 PEOPLE = (
@@ -218,12 +204,13 @@ def test_cohort_rows_by_hand(spark):
 
 def test_order_facts_carried_on_the_scored_rows_equal_those_joined_from_the_orders(spark, model):
     """The pipeline computes each customer's order facts with its RFM metrics and carries them on
-    the scored rows; a date read back from the lake joins them from the orders. Both give the
-    same rows (the golden scenarios check that the published snapshot does not change).
+    the scored rows (`snapshot_frames`); a date read back from the lake joins them from the orders
+    (`customer_facts`). Both give the same rows (the golden scenarios check that the published
+    snapshot does not change).
 
-    Added to the hand-worked orders: c3 orders twice on 01-05 (days to the second order: 0).
-    As of D0 c1's valid orders are 01-01 and 01-08 (7 days), as of D 01-01 and 01-10 (9 days:
-    01-08 was refunded on D); c2 has one order (null)."""
+    Added to the hand-worked orders: c3 orders 5.00 and 7.00 on 01-05 (days to the second order:
+    0). As of D0 c1's valid orders are 01-01 and 01-08 (7 days, 150.00), as of D 01-01 and 01-10
+    (9 days: 01-08 was refunded on D); c2 has one order (null). A visitor is not among them."""
     same_day = spark.createDataFrame(
         [
             ("o5", "c3", date(2024, 1, 5), datetime(2024, 1, 5, 9), "completed", Decimal("5.00")),
@@ -236,27 +223,36 @@ def test_order_facts_carried_on_the_scored_rows_equal_those_joined_from_the_orde
         [(D, datetime(2024, 1, 10, 8), None, "v9", False)],
         "event_date date, event_time timestamp, customer_id string, anonymous_id string, has_email boolean",
     )
-    dates, params = [D0, D], SnapshotParams()
-    valid = valid_orders_as_of(orders, dates)
-    people = people_of(pair_activity(events, dates), valid, dates, params, order_facts())
-    scored = score_snapshot(people, params, model, carry=ORDER_FACTS).cache()  # read four times
-    snapshot = scored.select(*CUSTOMER_SNAPSHOT.columns)
+    kept = []  # as the pipeline does: each frame computed once, read again by the checks
 
-    assert_df_equality(
-        kpi_customers(scored), customer_facts(snapshot, valid), ignore_row_order=True, ignore_nullable=True
-    )
-    facts = {(r.snapshot_date, r.person_id): r for r in scored.filter("is_customer").collect()}
-    assert {k: r.days_to_second for k, r in facts.items()} == {
-        (D0, "c1"): 7,
-        (D0, "c3"): 0,
-        (D, "c1"): 9,
-        (D, "c2"): None,
-        (D, "c3"): 0,
+    def keep(df):
+        kept.append(df.cache())
+        return df
+
+    frames = snapshot_frames(Sources(events, orders), [D0, D], SnapshotParams(), model, keep)
+
+    joined = customer_facts(frames.snapshot, frames.valid_orders)
+    assert_df_equality(frames.customers, joined, ignore_row_order=True, ignore_nullable=True)
+    # (date, revenue_365d) tells the customers apart: c1 150.00 / 80.00, c2 20.00, c3 12.00
+    facts = {
+        (r.snapshot_date, r.revenue_365d): (
+            r.days_to_second,
+            r.orders_d,
+            r.revenue_d,
+            r.orders_30d,
+            r.revenue_30d,
+        )
+        for r in frames.customers.collect()
     }
-    assert (facts[(D, "c1")].orders_30d, facts[(D, "c1")].revenue_30d) == (2, Decimal("80.00"))
-    assert (facts[(D, "c1")].orders_d, facts[(D, "c1")].revenue_d) == (1, Decimal("30.00"))
-    assert facts[(D0, "c1")].revenue_365d == Decimal("150.00")
-    assert scored.filter("not is_customer").select(*ORDER_FACTS).distinct().collect() == [
-        tuple([None] * len(ORDER_FACTS))
-    ]
-    scored.unpersist()
+    assert facts == {
+        (D0, Decimal("150.00")): (7, 0, Decimal("0.00"), 2, Decimal("150.00")),
+        (D0, Decimal("12.00")): (0, 0, Decimal("0.00"), 2, Decimal("12.00")),
+        (D, Decimal("80.00")): (9, 1, Decimal("30.00"), 2, Decimal("80.00")),
+        (D, Decimal("20.00")): (None, 1, Decimal("20.00"), 1, Decimal("20.00")),
+        (D, Decimal("12.00")): (0, 0, Decimal("0.00"), 2, Decimal("12.00")),
+    }
+    # anon:v9, a visitor on D, is in the snapshot but not among the customers the KPIs read
+    assert frames.snapshot.filter("not is_customer").count() == 1
+    assert frames.customers.count() == frames.snapshot.filter("is_customer").count() == 5
+    for df in kept:
+        df.unpersist()
