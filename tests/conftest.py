@@ -41,6 +41,9 @@ def spark():
             # periodic GC (30 min) is as long as the suite, so they pile up in one session
             "spark.cleaner.periodicGC.interval": "1min",
             "spark.driver.memory": "6g",  # headroom for the multi-date tests late in a long session
+            # the throughput collector: on 2 cores G1's concurrent marking and refinement threads
+            # take CPU from the tasks, and the suite never needs G1's short pauses
+            "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
             # PySpark records the Python call site of every DataFrame call for error messages with
             # several py4j round trips per call; the tests build thousands of small frames
             "spark.python.sql.dataFrameDebugging.enabled": "false",

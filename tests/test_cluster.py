@@ -68,6 +68,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def standalone_cluster(tmp_path):
     """Master + two one-core workers; yields the master URL and the workers' work dirs."""
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1"}
+    env["SPARK_DAEMON_JAVA_OPTS"] = COLD_JVM_OPTIONS  # the master and workers live for one job too
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     port = _free_port()
     url = f"spark://127.0.0.1:{port}"
@@ -88,17 +89,20 @@ def standalone_cluster(tmp_path):
             *("--host", "127.0.0.1", "--port", str(port), "--webui-port", str(_free_port())),
         )
         _wait_for(master_log, "I have been elected leader", master)
-        work_dirs = []
-        for i in (1, 2):
+        work_dirs, workers = [], []
+        for i in (1, 2):  # both start at once; each must register
             work = tmp_path / f"worker{i}"
-            worker, worker_log = start(
-                f"worker{i}",
-                "org.apache.spark.deploy.worker.Worker",
-                *("--host", "127.0.0.1", "--cores", "1", "--memory", "1500m"),
-                *("--webui-port", str(_free_port()), "--work-dir", str(work), url),
+            workers.append(
+                start(
+                    f"worker{i}",
+                    "org.apache.spark.deploy.worker.Worker",
+                    *("--host", "127.0.0.1", "--cores", "1", "--memory", "1500m"),
+                    *("--webui-port", str(_free_port()), "--work-dir", str(work), url),
+                )
             )
-            _wait_for(worker_log, "Successfully registered with master", worker)
             work_dirs.append(work)
+        for worker, worker_log in workers:
+            _wait_for(worker_log, "Successfully registered with master", worker)
         yield url, work_dirs
     finally:
         _stop(procs)
