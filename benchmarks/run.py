@@ -381,6 +381,11 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         f"JVM driver {result['peak_rss_mb']['jvm_driver']:.0f} MB"
     )
     print(f"  figures written to {out}")
+    from benchmarks.scaling import write_scaling_report
+
+    scaling = write_scaling_report(out.parent)  # with this run's figures at its scale
+    if scaling is not None:
+        print(f"  scaling across scales: {scaling} and {scaling.with_suffix('.svg')}")
     return result
 
 
