@@ -18,8 +18,8 @@ Only the latest run's lake is kept. The run goes the way a lake is really fed:
    then what `predict.enabled` adds to a run: calibration statistics, the fit, every customer.
 
 Figures are printed and written as JSON under bench/results/ (the latest run per scale; the
-history of runs is the table in docs/performance.md). Benchmarks measure; tests never
-assert timings.
+history of runs is the table in docs/performance.md), with the scaling report across scales
+(benchmarks/scaling.py). Benchmarks measure; tests never assert timings.
 """
 
 from __future__ import annotations
