@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.scaling import write_scaling_report
+
 BASE_PERSONS = 100_000
 HISTORY_LAYOUT = 2  # a kept history lake of another layout (1: no activity state) is loaded again
 DAYS = 120
@@ -381,8 +383,6 @@ def run_bench(ctx, scale: float, out_dir: str = "bench", days: int = DAYS, backf
         f"JVM driver {result['peak_rss_mb']['jvm_driver']:.0f} MB"
     )
     print(f"  figures written to {out}")
-    from benchmarks.scaling import write_scaling_report
-
     scaling = write_scaling_report(out.parent)  # with this run's figures at its scale
     if scaling is not None:
         print(f"  scaling across scales: {scaling} and {scaling.with_suffix('.svg')}")

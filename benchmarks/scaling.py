@@ -21,6 +21,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 DOUBLING_LIMIT = 2.1  # issue #27: doubling the data may cost at most 2.1x the time, every step
@@ -66,13 +67,9 @@ def doubling_cost(s1: float, t1: float, s2: float, t2: float) -> float | None:
 
 def steps_of(results: list[Result]) -> list[str]:
     """Steps measured at two scales or more, in the order of the run that has the most of them."""
-    counts: dict[str, int] = {}
-    for r in results:
-        for name in r.seconds:
-            counts[name] = counts.get(name, 0) + 1
-    order = max(results, key=lambda r: len(r.seconds)).seconds if results else {}
-    rest = [n for r in results for n in r.seconds if n not in order]
-    return [n for n in dict.fromkeys([*order, *rest]) if counts[n] >= 2]
+    by_size = sorted(results, key=lambda r: -len(r.seconds))  # stable: ties keep the smaller scale first
+    names = dict.fromkeys(n for r in by_size for n in r.seconds)
+    return [n for n in names if sum(n in r.seconds for r in results) >= 2]
 
 
 def _cell(value: float | None, fmt: str) -> str:
@@ -86,7 +83,7 @@ def _row(cells: list[str]) -> str:
 def scaling_table(results: list[Result]) -> str:
     """The markdown of `scaling.md` (see the module docstring)."""
     steps = steps_of(results)
-    pairs = list(zip(results, results[1:], strict=False))
+    pairs = list(pairwise(results))
     scales = [f"{r.scale:g}x" for r in results]
     lines = [
         "# Bench scaling: time and peak memory per step against the data scale",
@@ -129,12 +126,11 @@ def scaling_table(results: list[Result]) -> str:
 
 def scaling_plot(results: list[Result], path: Path) -> None:
     """`scaling.svg`: each step's seconds against scale, log-log, and a linear-growth guide."""
-    import matplotlib
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 5))
+    fig = Figure(figsize=(11, 5))  # no pyplot: no global backend or open-figure state, as reports/html.py
+    ax = fig.subplots()
     for step in steps_of(results):
         points = [(r.scale, r.seconds[step]) for r in results if step in r.seconds]
         ax.plot(*zip(*points, strict=True), marker="o", label=step)
@@ -145,9 +141,8 @@ def scaling_plot(results: list[Result], path: Path) -> None:
     ax.set_title("bench steps against data scale")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
-    with matplotlib.rc_context({"svg.hashsalt": "clm-spark"}):  # the same figures give the same file
+    with rc_context({"svg.hashsalt": "clm-spark"}):  # the same figures give the same file
         fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
 
 
 def write_scaling_report(folder: Path) -> Path | None:
