@@ -22,6 +22,9 @@ def test_whitespace_is_exactly_what_python_calls_whitespace():
 def test_strip_lstrip_blank_and_clean_agree_with_python(spark):
     values = [None, "", "id", " a b ", "\u00a0c1\u00a0", "\t \u3000", *WHITESPACE, *NOT_WHITESPACE]
     values += [f"{ws}x{ws}" for ws in WHITESPACE] + [f"{c}y{c}" for c in NOT_WHITESPACE]
+    # whitespace at one end only, and the printable-ASCII bounds the helpers' shortcut tests
+    values += [f"x{ws}" for ws in WHITESPACE] + [f"{ws}x" for ws in WHITESPACE]
+    values += ["!", "~", "!a~", "\x7f", " \x7f ", "\x20!", "~\t", "!\u2029", "é", " é ", "é\u00a0", "xé"]
     df = spark.createDataFrame([(v,) for v in values], "v string")
     v = F.col("v")
     rows = df.select(

@@ -16,22 +16,31 @@ from pyspark.sql import functions as F
 WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 
 
+def _plain_start(c: Column) -> Column:
+    """True when the first byte of `c` is printable ASCII (! to ~): no whitespace character starts so.
+
+    Strings compare byte by byte, so this reads one byte, while `btrim` with a character set
+    allocates and scans on every call: most values skip it.
+    """
+    return (c >= F.lit("!")) & (c < F.lit("\x7f"))
+
+
 def strip(c: Column) -> Column:
     """`c` without leading and trailing whitespace (Python's `str.strip()`)."""
-    return F.btrim(c, F.lit(WHITESPACE))
+    plain = _plain_start(c) & _plain_start(F.substring(c, -1, 1))
+    return F.when(plain, c).otherwise(F.btrim(c, F.lit(WHITESPACE)))
 
 
 def lstrip(c: Column) -> Column:
     """`c` without leading whitespace (Python's `str.lstrip()`)."""
-    return F.ltrim(c, F.lit(WHITESPACE))
+    return F.when(_plain_start(c), c).otherwise(F.ltrim(c, F.lit(WHITESPACE)))
 
 
 def is_blank(c: Column) -> Column:
     """True when `c` is empty or only whitespace (null stays null)."""
-    return strip(c) == ""
+    return F.when(_plain_start(c), F.lit(False)).otherwise(F.btrim(c, F.lit(WHITESPACE)) == "")
 
 
 def clean(c: Column) -> Column:
-    """Stripped; blank after stripping means absent (null)."""
-    t = strip(c)
-    return F.when(t == "", None).otherwise(t)
+    """Stripped; blank after stripping means absent (null). `nullif` strips once, not twice."""
+    return F.nullif(strip(c), F.lit(""))
