@@ -108,7 +108,7 @@ def parse_events(bronze: DataFrame, max_future_days: int) -> DataFrame:
     f = {n: F.col(f"_f_{n}") for n in EVENT_FIELDS}
     event_time = parse_timestamp(f["event_time"])
     df = df.withColumn("event_time", event_time)
-    email = F.lower(f["email"])
+    has_email = f["email"].isNotNull()
     reason = _first(
         *_file_reasons(),
         (~F.col("_is_object"), "malformed"),
@@ -130,8 +130,8 @@ def parse_events(bronze: DataFrame, max_future_days: int) -> DataFrame:
         f["customer_id"].alias("customer_id"),
         f["anonymous_id"].alias("anonymous_id"),
         f["session_id"].alias("session_id"),
-        F.when(email.isNotNull(), F.sha2(email, 256)).alias("email_sha256"),
-        email.isNotNull().alias("has_email"),
+        F.when(has_email, F.sha2(F.lower(f["email"]), 256)).alias("email_sha256"),
+        has_email.alias("has_email"),
         f["page_url"].alias("page_url"),
         f["product_id"].alias("product_id"),
         *LINEAGE,
