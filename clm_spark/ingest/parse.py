@@ -200,7 +200,7 @@ def parse_orders(bronze: DataFrame, rates: dict[str, Decimal], max_future_days: 
     is_csv = F.col("_format") == "csv"
     # JSON numbers keep their text: from_json would rewrite 12.50 as 12.5 and 1e3 as 1000.0
     number_token = F.regexp_extract(F.col("_raw"), r'"amount"\s*:\s*(-?[0-9][0-9eE+.\-]*)', 1)
-    json_amount = F.when(number_token != "", number_token).otherwise(j["amount"])
+    json_amount = F.coalesce(F.nullif(number_token, F.lit("")), j["amount"])  # nullif: the regex runs once
     raw_fields = {
         n: F.when(is_csv, _csv_field(n)).otherwise(json_amount if n == "amount" else j[n])
         for n in ORDER_FIELDS
