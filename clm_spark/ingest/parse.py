@@ -51,9 +51,9 @@ def parse_timestamp(c: Column) -> Column:
 
     The pattern decides what is accepted; the cast (which truncates extra fraction digits and
     rejects impossible dates and times) does the conversion: one regex per value, not four.
+    `c` is a value `clean` has already stripped (both callers read the cleaned fields).
     """
-    s = strip(c)
-    return F.when(s.rlike(_TS), s.try_cast("timestamp"))
+    return F.when(c.rlike(_TS), c.try_cast("timestamp"))
 
 
 def redact_emails(c: Column) -> Column:
